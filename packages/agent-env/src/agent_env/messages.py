@@ -1,0 +1,74 @@
+"""Chat messages in OpenAI format: normalising what agent frameworks send, and rendering for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_KEEP_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's `content`, whether a string or a list of parts (`{"type": "text", "text": ...}`)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict):
+                if "text" in part:
+                    texts.append(str(part["text"]))
+                elif part.get("type") in ("image_url", "image", "audio", "input_audio", "video"):
+                    texts.append(f"[{part.get('type')}]")
+        return "".join(texts)
+    return str(content)
+
+
+def normalize_message(message: dict[str, Any]) -> dict[str, Any]:
+    """One message in plain OpenAI chat format: string `content`; `name` kept only on tool messages.
+
+    Agent frameworks differ in details that do not reach the model (agentscope's OpenAI formatter sends content
+    as a list of text parts and a `name` on every message; its DashScope formatter sends strings). Normalising
+    makes observations identical whichever formatter the agent uses.
+    """
+    role = message.get("role")
+    if role is None:
+        raise ValueError(f"A chat message needs a 'role'; got keys {sorted(message)}.")
+    out: dict[str, Any] = {"role": role, "content": content_text(message.get("content"))}
+    if message.get("tool_calls"):
+        out["tool_calls"] = [_normalize_tool_call(call) for call in message["tool_calls"]]
+    if role == "tool":
+        if "tool_call_id" in message:
+            out["tool_call_id"] = message["tool_call_id"]
+        if message.get("name"):
+            out["name"] = message["name"]
+    return out
+
+
+def _normalize_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function", {})
+    arguments = function.get("arguments", "{}")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return {"id": call.get("id", ""), "type": "function", "function": {"name": function.get("name", ""), "arguments": arguments}}
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [normalize_message(message) for message in messages]
+
+
+def render_conversation(messages: list[dict[str, Any]], width: int = 100) -> str:
+    """A plain-text transcript, used by `render_mode="ansi"` and debug printing."""
+    lines = []
+    for message in messages:
+        header = f"── {message['role']}" + (f" ({message['name']})" if message.get("name") else "") + " "
+        lines.append(header + "─" * max(0, width - len(header)))
+        if message.get("content"):
+            lines.append(str(message["content"]))
+        for call in message.get("tool_calls", []) or []:
+            lines.append(f"→ {call['function']['name']}({call['function']['arguments']})")
+    return "\n".join(lines) + "\n"
