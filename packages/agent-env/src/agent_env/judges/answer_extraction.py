@@ -1,0 +1,77 @@
+"""Pull answers out of model text: the last `\\boxed{...}`, the last number, GSM8K's `#### N`, numeric values."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?")
+_FRAC = re.compile(r"^(-?)\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(-?\d+)\s*\}$")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in `text`, nested braces allowed.
+
+    A ``\\boxed{`` whose braces never close (a truncated completion) is skipped in favour of an earlier
+    complete one. Returns None when there is none. The content is returned as written (not stripped).
+    """
+    for match in reversed(list(_BOXED.finditer(text))):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i]
+    return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in `text` (``-1,234.5`` style), with thousands commas removed; None if none.
+
+    A trailing sentence period is not part of the number (``"It is 18."`` gives ``"18"``); a Unicode minus
+    is read as ``-``.
+    """
+    numbers = _NUMBER.findall(text)
+    if not numbers:
+        return None
+    return numbers[-1].replace(",", "").replace("−", "-").rstrip(".") or None
+
+
+def reference_answer(answer: object) -> str:
+    """The final answer of a reference: the text after the last ``####`` (GSM8K style), else the whole, stripped."""
+    text = str(answer)
+    if "####" in text:
+        text = text.rsplit("####", 1)[1]
+    return text.strip()
+
+
+def clean_answer(text: str) -> str:
+    """Light, semantics-preserving clean-up of an answer string before comparison.
+
+    Unwraps ``\\text{..}``-style wrappers, drops ``$``/``\\$`` signs, thousands separators (``1,000``,
+    ``1{,}000``, ``1\\,000``), ``\\%``/``%`` and surrounding spaces, reads a Unicode minus as ``-``.
+    """
+    text = _TEXT_WRAPPER.sub(r"\1", text)
+    text = text.replace("\\$", "").replace("$", "").replace("−", "-")
+    text = re.sub(r"(?<=\d)(?:,|\{,\}|\\,|\\ )(?=\d{3}(?!\d))", "", text)
+    text = text.replace("\\%", "").replace("%", "")
+    return text.strip().rstrip(".").strip()
+
+
+def numeric_value(text: str) -> Fraction | None:
+    """The exact value of `text` if it is a plain number (``18``, ``-3.50``, ``1/2``, ``\\frac{1}{2}``,
+    ``$1,000``), after `clean_answer`; None otherwise.
+    """
+    cleaned = clean_answer(text).replace(" ", "")
+    match = _FRAC.match(cleaned)
+    if match:
+        sign, numerator, denominator = match.groups()
+        cleaned = f"{sign}{numerator}/{denominator}"
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None

@@ -1,0 +1,1 @@
+"""The tutorial's `ajet` command line (provided by the agent-cli package)."""
