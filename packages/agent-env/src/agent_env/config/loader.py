@@ -151,7 +151,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None,
                     None,
                     f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line}); YAML would keep only "
-                    "the last one. Merge the two into one block",
+                    "the last one. Merge the two into one block.",
                     key_node.start_mark,
                 )
             seen[key] = line
@@ -228,12 +228,14 @@ def _problems(error: Any, overrides: Sequence[str], key_lines: dict[tuple[str, .
         else:
             message = f"unknown key; remove it or use one of the keys valid under {where}: {', '.join(valid)}."
     elif kind == "missing":
+        line = key_lines.get(str_loc[:-1])
         hint = f" ({field.description})" if field is not None and field.description else ""
         message = f"required key is missing; add `{name}:` under {_dotted(str_loc[:-1]) or 'the top level'}.{hint}"
     elif kind == "literal_error":
         choices = [str(c) for c in _literal_choices(error)]
         close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-        message = f"{value!r} is not one of {', '.join(choices)}." + (f" Did you mean `{close[0]}`?" if close else "")
+        listed = ", ".join(f"`{c}`" for c in choices)
+        message = f"{value!r} is not one of {listed}." + (f" Did you mean `{close[0]}`?" if close else "")
     elif kind in _TYPE_ERRORS:
         expected = type_label(field.annotation) if field is not None and not isinstance(loc[-1], int) else None
         expected = expected or error["msg"].removeprefix("Input should be ").removeprefix("a valid ")
@@ -248,7 +250,7 @@ def _problems(error: Any, overrides: Sequence[str], key_lines: dict[tuple[str, .
             return [ConfigProblem("", part) for part in re.split(r"\n(?=ajet\.)", text)]
         message = text
     else:
-        message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {value!r}."
+        message = f"{error['msg'].replace('Input should be', 'must be')}, got {value!r}."
     source = _override_for(str_loc, overrides)
     if source is not None:
         message += f" (set by override `{source}`)"

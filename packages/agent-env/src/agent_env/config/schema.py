@@ -72,14 +72,14 @@ class DataConfig(ConfigBlock):
     max_prompt_length: int = Field(
         1024,
         ge=1,
-        description="Most tokens in a sample's first prompt (system prompt, tools and task); longer tasks are "
-        "skipped and counted. The tutorial uses 3000.",
+        description="Most tokens in a sample's first prompt (system prompt, tool schemas and task). The "
+        "tutorial uses 3000.",
     )
     max_response_length: int = Field(
         1024,
         ge=1,
-        description="Most tokens a sample may add after its first prompt, over all turns (generated plus "
-        "inserted tool results); the rest is cut off from training. The tutorial uses 10000.",
+        description="Most tokens a sample may hold after its first prompt, over all turns (generated plus "
+        "inserted tool results). The tutorial uses 10000.",
     )
 
 

@@ -9,6 +9,8 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(-?\d+)\s*\}$")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_NUMBER_THEN_WORDS = re.compile(r"^(-?\d[\d.,/]*)\s*((?:[A-Za-z]{2,}\.?\s*)+)$")
+_MATH_WORDS = {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "mod", "deg", "degrees"}
 
 
 def last_boxed(text: str) -> str | None:
@@ -53,13 +55,17 @@ def clean_answer(text: str) -> str:
     """Light, semantics-preserving clean-up of an answer string before comparison.
 
     Unwraps ``\\text{..}``-style wrappers, drops ``$``/``\\$`` signs, thousands separators (``1,000``,
-    ``1{,}000``, ``1\\,000``), ``\\%``/``%`` and surrounding spaces, reads a Unicode minus as ``-``.
+    ``1{,}000``, ``1\\,000``), ``\\%``/``%``, words after a number (``18 apples``; not ``2 pi``) and
+    surrounding spaces; reads a Unicode minus as ``-``.
     """
     text = _TEXT_WRAPPER.sub(r"\1", text)
     text = text.replace("\\$", "").replace("$", "").replace("−", "-")
     text = re.sub(r"(?<=\d)(?:,|\{,\}|\\,|\\ )(?=\d{3}(?!\d))", "", text)
-    text = text.replace("\\%", "").replace("%", "")
-    return text.strip().rstrip(".").strip()
+    text = text.replace("\\%", "").replace("%", "").strip().rstrip(".").strip()
+    match = _NUMBER_THEN_WORDS.match(text)
+    if match and not {word.lower().rstrip(".") for word in match.group(2).split()} & _MATH_WORDS:
+        text = match.group(1)
+    return text
 
 
 def numeric_value(text: str) -> Fraction | None:

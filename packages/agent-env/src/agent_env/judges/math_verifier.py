@@ -1,29 +1,34 @@
-"""`MathVerifier`: math-verify's parse/verify in a pool of worker processes, with our own timeout.
+"""`MathVerifier`: math-verify comparisons in a pool of worker processes, with our own timeout.
 
 math-verify guards itself with `signal.alarm`, which only works on a process's main thread and cannot interrupt
-long C-level work (sympy raising ``9^{9^{9^{9}}}``). So comparisons run with math-verify's timeouts turned
-off in `spawn`-started worker processes; a comparison that outlives its timeout gets `timed_out=True` and the
-pool is killed and replaced (math-verify's state is per process, so nothing is lost but the start-up).
+long C-level work (sympy raising ``9^{9^{9^{9}}}``). So comparisons run, with math-verify's timeouts off, in
+worker processes (`verify_worker.py`, after `clean_answer` here); one that outlives its timeout gets ``timed_out=True`` and
+only its worker is killed and later replaced. Workers are plain subprocesses rather than `multiprocessing`
+children, so the caller's ``__main__`` is never re-imported in them (a script without an
+``if __name__ == "__main__"`` guard, or code piped to ``python -``, works).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
+import json
 import os
+import queue
+import select
+import subprocess
+import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from concurrent.futures.process import BrokenProcessPool
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent_env.judges.answer_extraction import clean_answer
 
 DEFAULT_TIMEOUT_S = 5.0
 """Seconds one comparison (parse both sides + verify) may take once a worker has it."""
 STARTUP_TIMEOUT_S = 120.0
-"""Seconds the worker processes may take to start and import math-verify (about 2 s each on a quiet CPU)."""
+"""Seconds a worker may take to start and import math-verify (about 2 s on a quiet CPU)."""
 
 
 @dataclass(frozen=True)
@@ -35,51 +40,67 @@ class VerifyResult:
     error: str | None = None
 
 
-def _start_worker() -> None:
-    """Worker initializer: import math-verify once and quiet its warning that its own timeout is off."""
-    import math_verify  # noqa: F401
+class _Worker:
+    """One `verify_worker` subprocess, used by one thread at a time."""
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    def __init__(self) -> None:
+        # -P: the script's folder (which holds this package's `math.py`) must not shadow the stdlib.
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", str(Path(__file__).with_name("verify_worker.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self._buffer = b""
+        reply = self._read_reply(STARTUP_TIMEOUT_S)
+        if reply != {"ready": True}:
+            self.kill()
+            raise RuntimeError(
+                f"The math-verify worker did not start within {STARTUP_TIMEOUT_S:.0f} s (got {reply!r}); "
+                f"check that `math-verify` is installed: {sys.executable} -c 'import math_verify'."
+            )
 
+    def request(self, gold: str, answer: str, timeout_s: float) -> dict | None:
+        """Send one comparison; its reply, or None on timeout. Raises `EOFError` if the worker died."""
+        assert self.process.stdin is not None
+        request = {"gold": clean_answer(gold), "answer": clean_answer(answer)}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        return self._read_reply(timeout_s)
 
-def _parse(text: str) -> list:
-    from math_verify import parse
+    def _read_reply(self, timeout_s: float) -> dict | None:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError(f"the math-verify worker (pid {self.process.pid}) exited with {self.process.poll()}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
 
-    cleaned = clean_answer(text)
-    # Wrapped in $..$, LaTeX extraction handles \frac, \$ and words after a number; the bare string lets
-    # the plain-expression extractor handle what LaTeX rejects (e.g. `5.0%`).
-    return parse(f"${cleaned}$", parsing_timeout=None) or parse(text, parsing_timeout=None)
-
-
-def compare_in_this_process(gold: str, answer: str) -> bool:
-    """math-verify equivalence of `answer` with `gold`, with no timeout at all: runs in the worker processes.
-
-    Both sides go through `clean_answer` and are parsed as LaTeX (``$..$``) with a plain-expression fallback.
-    """
-    from math_verify import verify
-
-    gold_parsed = _parse(gold)
-    if not gold_parsed:
-        raise ValueError(f"math-verify could not parse the reference answer {gold!r}")
-    answer_parsed = _parse(answer)
-    if answer_parsed and verify(gold_parsed, answer_parsed, timeout_seconds=None):
-        return True
-    from math_verify import parse
-
-    plain = parse(answer, parsing_timeout=None)
-    return bool(plain) and bool(verify(gold_parsed, plain, timeout_seconds=None))
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 class MathVerifier:
     """Compares answers with math-verify in worker processes, with a per-comparison timeout.
 
-    Thread-safe; `averify` never blocks the event loop. Workers start lazily on the first comparison (and
-    again after a timeout killed them). At most `max_workers` comparisons run at once; a comparison's
-    timeout starts when a worker is free for it, so a queue of comparisons does not time out by waiting.
+    Thread-safe; `averify` never blocks the event loop. Workers start lazily (each takes ~2 s to import
+    math-verify, not counted against any timeout) and are reused; a comparison's timeout starts when a worker
+    has it, so comparisons waiting for a free worker do not time out by waiting. A timed-out worker is killed;
+    the others keep running.
 
     Args:
         timeout_s: default seconds per comparison (see `DEFAULT_TIMEOUT_S`).
-        max_workers: worker processes; default ``min(4, os.cpu_count())``.
+        max_workers: worker processes at most; default ``min(4, os.cpu_count())``.
     """
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, max_workers: int | None = None) -> None:
@@ -88,28 +109,30 @@ class MathVerifier:
         self.timeout_s = timeout_s
         self.max_workers = max_workers or min(4, os.cpu_count() or 1)
         self._lock = threading.Lock()
-        self._processes: ProcessPoolExecutor | None = None
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(self.max_workers)
         self._threads: ThreadPoolExecutor | None = None
 
     def verify(self, gold: str, answer: str, timeout_s: float | None = None) -> VerifyResult:
-        """Blocking comparison of `answer` with `gold` (use `averify` from async code)."""
+        """Blocking comparison of `answer` with the reference `gold` (use `averify` from async code)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        for attempt in range(2):
-            pool = self._process_pool()
-            future: Future = pool.submit(compare_in_this_process, gold, answer)
+        with self._slots:
             try:
-                return VerifyResult(equal=bool(future.result(timeout=timeout)))
-            except FutureTimeoutError:
-                self._discard(pool)
-                return VerifyResult(equal=False, timed_out=True)
-            except BrokenProcessPool:
-                # Another comparison timed out and killed this pool under us: retry once on a fresh pool.
-                self._discard(pool)
-                if attempt == 1:
-                    raise
-            except Exception as error:  # math-verify's own failure on this input: a wrong answer, noted
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                worker = _Worker()
+            try:
+                reply = worker.request(gold, answer, timeout)
+            except (EOFError, BrokenPipeError, OSError) as error:
+                worker.kill()
                 return VerifyResult(equal=False, error=f"{type(error).__name__}: {error}")
-        raise AssertionError("unreachable")
+            if reply is None:
+                worker.kill()
+                return VerifyResult(equal=False, timed_out=True)
+            self._idle.put(worker)
+        if "error" in reply:
+            return VerifyResult(equal=False, error=reply["error"])
+        return VerifyResult(equal=bool(reply["equal"]))
 
     async def averify(self, gold: str, answer: str, timeout_s: float | None = None) -> VerifyResult:
         """`verify` on one of this verifier's threads, awaited; the event loop stays free."""
@@ -117,12 +140,14 @@ class MathVerifier:
         return await loop.run_in_executor(self._thread_pool(), self.verify, gold, answer, timeout_s)
 
     def close(self) -> None:
-        """Stop the workers (a later comparison starts new ones). Safe to call twice."""
+        """Stop the idle workers and the threads (a later comparison starts new ones). Safe to call twice."""
+        while True:
+            try:
+                self._idle.get_nowait().kill()
+            except queue.Empty:
+                break
         with self._lock:
-            processes, self._processes = self._processes, None
             threads, self._threads = self._threads, None
-        if processes is not None:
-            _kill(processes)
         if threads is not None:
             threads.shutdown(wait=False)
 
@@ -131,44 +156,6 @@ class MathVerifier:
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="math-verify")
             return self._threads
-
-    def _process_pool(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._processes is None:
-                pool = ProcessPoolExecutor(
-                    self.max_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
-                )
-                # Start every worker now (each submit spawns one while none is idle) and wait until each has
-                # imported math-verify, so that start-up does not count against a comparison's timeout.
-                warm_ups = [pool.submit(compare_in_this_process, "1", "1") for _ in range(self.max_workers)]
-                try:
-                    for warm_up in warm_ups:
-                        warm_up.result(timeout=STARTUP_TIMEOUT_S)
-                except Exception as error:
-                    _kill(pool)
-                    raise RuntimeError(
-                        f"math-verify worker processes failed to start within {STARTUP_TIMEOUT_S:.0f} s "
-                        f"({type(error).__name__}: {error}); check that `math-verify` is installed and importable."
-                    ) from error
-                self._processes = pool
-            return self._processes
-
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._processes is pool:
-                self._processes = None
-        _kill(pool)
-
-
-def _kill(pool: ProcessPoolExecutor) -> None:
-    """Kill a pool's workers (a hung one cannot be stopped otherwise) and release the pool."""
-    kill_workers = getattr(pool, "kill_workers", None)  # Python >= 3.14
-    if kill_workers is not None:
-        kill_workers()
-    else:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
 
 
 _default: MathVerifier | None = None

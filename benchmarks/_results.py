@@ -1,0 +1,40 @@
+"""Writing benchmark tables into benchmarks/RESULTS.md, one section per benchmark, with machine and date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = os.environ.get("BENCH_GPU_NAME", "")
+    return f"{os.cpu_count()} cores ({cpu}){memory}, Python {platform.python_version()}" + (f", {gpu}" if gpu else "")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section `## name` of RESULTS.md with `body`, stamped with machine and date."""
+    stamp = f"_Measured {datetime.date.today().isoformat()} on {machine_description()}._\n\n"
+    section = f"## {name}\n\n{stamp}{body.rstrip()}\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the benchmark named in its title.\n"
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
