@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from agent_env.loading import ALIASES, LoadError, load_object, parse_spec
 
 

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import ast
+import csv
+import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from agent_env.tasks import SYS, ArithmeticTasks
+from agent_env.tasks import (
+    SYS,
+    ArithmeticTasks,
+    FileTasks,
+    HuggingFaceTasks,
+    TaskSourceError,
+    make_task_source,
+    resolve_dataset,
+)
 from agent_env.types import Task
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ANCHOR = SHARED / "anchors/trl_grpo_arithmetic.py"
-GSM8K_TRAIN = SHARED / "data/gsm8k/train.jsonl"
 
 
 def anchor_make(diff: str | None):
@@ -73,7 +83,10 @@ def test_tasks_are_task_objects_with_the_anchor_prompt():
     task = ArithmeticTasks("mix", "validation")[5]
     assert isinstance(task, Task)
     assert task.env_type == "arithmetic"
-    assert task.init_messages[0] == {"role": "system", "content": "Solve the problem. Put the final answer in \\boxed{}."}
+    assert task.init_messages[0] == {
+        "role": "system",
+        "content": "Solve the problem. Put the final answer in \\boxed{}.",
+    }
     assert task.init_messages[1] == {"role": "user", "content": task.main_query}
 
 
@@ -123,3 +136,224 @@ def test_unknown_level_or_split_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown arithmetic split 'dev'"):
         ArithmeticTasks("easy", "dev")
     assert ArithmeticTasks("easy", "test").split == "validation"
+
+
+# ---------------------------------------------------------------- local files
+
+ROWS = [
+    {"problem": "What is 2 + 2?", "solution": "2 + 2 = 4\n#### 4", "uid": "a1", "topic": "add"},
+    {"problem": "What is 3 * 5?", "solution": "#### 15", "uid": "b2", "topic": "mul"},
+    {"problem": "Half of 9?", "solution": "4.5", "uid": "c3", "topic": "div"},
+]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    fmt = path.suffix
+    if fmt == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif fmt == ".json":
+        path.write_text(json.dumps(rows))
+    elif fmt == ".csv":
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        import pyarrow
+        import pyarrow.parquet
+
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_every_file_format_gives_the_same_tasks(tmp_path, suffix):
+    path = write_rows(tmp_path / f"probs{suffix}", ROWS)
+    tasks = FileTasks(path, query_field="problem", answer_field="solution", id_field="uid", system_prompt=SYS)
+    assert len(tasks) == 3
+    first = tasks[0]
+    assert first.task_id == "a1"
+    assert first.main_query == "What is 2 + 2?"
+    assert first.init_messages == [
+        {"role": "system", "content": SYS},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
+    assert first.metadata == {**ROWS[0], "answer": "2 + 2 = 4\n#### 4"}
+    assert first.env_type == "probs"
+    assert [t.task_id for t in tasks] == ["a1", "b2", "c3"]
+
+
+def test_without_id_field_ids_are_the_file_stem_and_row_index(tmp_path):
+    path = write_rows(tmp_path / "probs.jsonl", ROWS)
+    tasks = FileTasks(path, query_field="problem", answer_field=None, n=2)
+    assert [t.task_id for t in tasks] == ["probs-0", "probs-1"]
+    assert "answer" not in tasks[0].metadata
+    assert tasks[0].init_messages == [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def test_a_row_missing_a_field_names_the_file_row_field_and_the_fields_it_has(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        json.dumps(ROWS[0]) + "\n\n" + json.dumps({"problem": "What is 1 + 1?", "uid": "x"}) + "\n"
+    )
+    with pytest.raises(TaskSourceError) as error:
+        FileTasks(path, query_field="problem", answer_field="solution")
+    assert str(error.value) == (
+        f"{path} row 2 (line 3): missing field 'solution' (answer_field); the row has fields ['problem', 'uid']. "
+        "Set answer_field= to the column that holds it."
+    )
+
+
+def test_csv_and_parquet_errors_name_the_row_too(tmp_path):
+    csv_path = write_rows(
+        tmp_path / "q.csv", [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": "2"}]
+    )
+    with pytest.raises(
+        TaskSourceError,
+        match=r"q\.csv row 1 \(line 2\): missing field 'uid' \(id_field\); the row has fields \['answer', 'question'\]",
+    ):
+        FileTasks(csv_path, id_field="uid")
+    parquet_path = write_rows(tmp_path / "q.parquet", ROWS)
+    with pytest.raises(TaskSourceError, match=r"q\.parquet row 1: missing field 'question' \(query_field\)"):
+        FileTasks(parquet_path)
+
+
+def test_bad_files_get_clear_errors(tmp_path):
+    with pytest.raises(TaskSourceError, match="does not exist"):
+        FileTasks(tmp_path / "missing.jsonl")
+    (tmp_path / "data.txt").write_text("{}")
+    with pytest.raises(TaskSourceError, match="pass format= one of jsonl, json, parquet, csv"):
+        FileTasks(tmp_path / "data.txt")
+    (tmp_path / "broken.jsonl").write_text('{"question": "q", "answer": "1"}\n{"question": \n')
+    with pytest.raises(TaskSourceError, match=r"broken\.jsonl row 2 \(line 2\) is not valid JSON"):
+        FileTasks(tmp_path / "broken.jsonl")
+    (tmp_path / "obj.json").write_text('{"question": "q"}')
+    with pytest.raises(TaskSourceError, match="expected a JSON array of objects"):
+        FileTasks(tmp_path / "obj.json")
+
+
+def test_gsm8k_train_file_keeps_the_whole_answer(gsm8k_train):
+    tasks = FileTasks(gsm8k_train)
+    assert len(tasks) == 7473
+    first = tasks[0]
+    assert first.main_query.startswith("Natalia sold clips to 48 of her friends in April")
+    assert first.metadata["answer"].endswith("#### 72") and "<<48/2=24>>" in first.metadata["answer"]
+    assert first.task_id == "train-0"
+
+
+def test_gsm8k_tasks_and_the_judges_agree_on_the_answer(gsm8k_train):
+    from agent_env.judges import LastNumberJudge
+    from agent_env.types import WorkflowOutput, WorkflowTask
+
+    task = FileTasks(gsm8k_train, n=1)[0]
+    result = LastNumberJudge().compute_reward(
+        WorkflowTask(task=task), WorkflowOutput(metadata={"final_answer": r"\boxed{72}"})
+    )
+    assert result.components == {"correct": 1.0, "format": 1.0}
+
+
+# ---------------------------------------------------------------- Hugging Face datasets
+
+
+@pytest.mark.parametrize(
+    ("dataset_path", "config_name", "resolved"),
+    [
+        ("openai/gsm8k", None, ("openai/gsm8k", "main")),
+        ("openai/gsm8k", "socratic", ("openai/gsm8k", "socratic")),
+        ("gsm8k", None, ("openai/gsm8k", "main")),
+        ("gsm8k/main", None, ("openai/gsm8k", "main")),
+        ("gsm8k/socratic", None, ("openai/gsm8k", "socratic")),
+        ("openai/gsm8k/main", None, ("openai/gsm8k", "main")),
+        ("someone/other", "cfg", ("someone/other", "cfg")),
+    ],
+)
+def test_dataset_paths_resolve_like_the_tutorial_means_them(dataset_path, config_name, resolved):
+    assert resolve_dataset(dataset_path, config_name) == resolved
+
+
+def test_a_path_and_config_that_disagree_are_an_error():
+    with pytest.raises(TaskSourceError, match="names config 'main' but config_name is 'socratic'"):
+        resolve_dataset("gsm8k/main", "socratic")
+
+
+def test_a_local_file_given_as_dataset_path_is_read_directly(tmp_path):
+    path = write_rows(tmp_path / "train.parquet", ROWS)
+    tasks = HuggingFaceTasks(str(path), "train", query_field="problem", answer_field="solution")
+    assert [t.main_query for t in tasks] == [r["problem"] for r in ROWS]
+
+
+_OFFLINE_SCRIPT = """
+import sys
+from agent_env.tasks import HuggingFaceTasks, TaskSourceError
+folder = sys.argv[1]
+local = HuggingFaceTasks(folder, "train", query_field="problem", answer_field="solution", id_field="uid")
+print("LOCAL", [t.task_id for t in local], local[0].metadata["answer"] == "2 + 2 = 4\\n#### 4")
+for path in ("openai/gsm8k", "gsm8k/main"):
+    try:
+        HuggingFaceTasks(path, "train")
+    except TaskSourceError as error:
+        print("ERROR", error)
+"""
+
+
+def test_hub_unreachable_is_a_clear_error_and_local_folders_still_load(tmp_path):
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    write_rows(folder / "train.jsonl", ROWS)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_SCRIPT, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "LOCAL ['a1', 'b2', 'c3'] True"
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert len(errors) == 2
+    for line in errors:
+        assert (
+            "Could not load dataset 'openai/gsm8k' (config 'main', split 'train') from the Hugging Face Hub"
+            in line
+        )
+        assert "offline mode is on (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)" in line
+        assert "task_reader type `local_file`" in line and "type `arithmetic`" in line
+
+
+# ---------------------------------------------------------------- the factory
+
+
+def test_make_task_source_builds_each_kind(tmp_path):
+    path = write_rows(tmp_path / "q.jsonl", ROWS)
+    arithmetic = make_task_source("arithmetic", level="mix", split="validation")
+    assert isinstance(arithmetic, ArithmeticTasks) and len(arithmetic) == 256
+    local = make_task_source("local_file", path=path, query_field="problem", answer_field="solution")
+    assert len(local) == 3 and local[1].metadata["answer"] == "#### 15"
+    assert [
+        t.task_id
+        for t in make_task_source(
+            "jsonl_dataset_file", path=str(path), query_field="problem", answer_field=None
+        )
+    ] == [
+        "q-0",
+        "q-1",
+        "q-2",
+    ]
+
+
+def test_make_task_source_suggests_names():
+    with pytest.raises(TaskSourceError, match="Unknown task source 'arithmetc'.*Did you mean 'arithmetic'"):
+        make_task_source("arithmetc")
+    with pytest.raises(
+        TaskSourceError,
+        match=r"does not take 'levle'; it takes level, split, n, seed. \('levle': did you mean 'level'\?\)",
+    ):
+        make_task_source("arithmetic", levle="easy")

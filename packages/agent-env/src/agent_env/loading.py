@@ -96,14 +96,18 @@ def parse_spec(spec: str) -> ObjectSpec:
     Raises `LoadError` when the text is not one of the accepted forms (see the module docstring).
     """
     if not isinstance(spec, str):
-        raise LoadError(f"Expected a reference string such as `pkg.module:Attr`, got {spec!r} ({type(spec).__name__}).")
+        raise LoadError(
+            f"Expected a reference string such as `pkg.module:Attr`, got {spec!r} ({type(spec).__name__})."
+        )
     text = spec.strip()
     if "->" in text:
         target, _, attr = text.rpartition("->")
     elif ":" in text:
         target, _, attr = text.rpartition(":")
     else:
-        raise LoadError(f"Reference {spec!r} has no `:` or `->` between the module/file and the attribute. {_FORMS}")
+        raise LoadError(
+            f"Reference {spec!r} has no `:` or `->` between the module/file and the attribute. {_FORMS}"
+        )
     target, attr = target.strip(), attr.strip()
     if not target:
         raise LoadError(f"Reference {spec!r} names no module or file before the separator. {_FORMS}")
@@ -255,7 +259,9 @@ def _import_failure(spec: str, what: str, exc: Exception) -> LoadError:
             name=missing,
         )
     if isinstance(exc, SyntaxError):
-        return LoadError(f"Reference {spec!r}: importing {what} failed with a syntax error: {exc}. Fix that file.")
+        return LoadError(
+            f"Reference {spec!r}: importing {what} failed with a syntax error: {exc}. Fix that file."
+        )
     return LoadError(
         f"Reference {spec!r}: importing {what} raised {type(exc).__name__}: {exc}. "
         "The error comes from the imported code itself; see the traceback above this one."
@@ -274,8 +280,7 @@ def _get_attr(module: ModuleType, parsed: ObjectSpec, spec: str) -> Any:
             suggestion = f" Did you mean `{close[0]}`?" if close else ""
             listing = ", ".join(defined[:40]) + (", ..." if len(defined) > 40 else "") or "(no public names)"
             raise LoadError(
-                f"Reference {spec!r}: {where} has no attribute {part!r}.{suggestion} "
-                f"It defines: {listing}."
+                f"Reference {spec!r}: {where} has no attribute {part!r}.{suggestion} It defines: {listing}."
             )
         obj = getattr(obj, part)
         walked.append(part)

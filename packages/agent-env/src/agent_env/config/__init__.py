@@ -9,7 +9,14 @@ Every key is documented once, in its `Field(description=...)`; `config_reference
 """
 
 from agent_env.config.base import ConfigBlock
-from agent_env.config.loader import ConfigError, ConfigProblem, apply_overrides, dump_resolved, load_config, validate_config
+from agent_env.config.loader import (
+    ConfigError,
+    ConfigProblem,
+    apply_overrides,
+    dump_resolved,
+    load_config,
+    validate_config,
+)
 from agent_env.config.reference import config_reference_markdown, iter_keys
 from agent_env.config.rollout import MultiTurnConfig, RolloutConfig, ValKwargsConfig
 from agent_env.config.schema import (

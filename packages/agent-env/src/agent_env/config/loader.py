@@ -83,10 +83,13 @@ def validate_config(
         raise ConfigError(problems, source) from None
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: Path | None = None) -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str], source: Path | None = None
+) -> dict[str, Any]:
     """Return a copy of `raw` with each `dotted.key=value` set (value parsed as YAML; missing blocks created).
 
-    Only the syntax is checked here; unknown keys fail validation like keys from the file.
+    A value for a text key stays text (`ajet.experiment_name=2024` is the string "2024"). Only the syntax is
+    checked here; unknown keys fail validation like keys from the file.
     """
     result = _deep_copy(raw)
     for override in overrides:
@@ -94,13 +97,22 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: Path 
         parts = key.strip().split(".")
         if not sep or not all(parts):
             raise ConfigError(
-                [ConfigProblem("", f"override {override!r} is not `dotted.key=value` (e.g. `ajet.rollout.temperature=0.5`).")],
+                [
+                    ConfigProblem(
+                        "",
+                        f"override {override!r} is not `dotted.key=value` (e.g. `ajet.rollout.temperature=0.5`).",
+                    )
+                ],
                 source,
             )
         try:
             value = yaml.safe_load(value_text) if value_text.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError([ConfigProblem(key, f"override value {value_text!r} is not valid YAML: {exc}")], source) from None
+            raise ConfigError(
+                [ConfigProblem(key, f"override value {value_text!r} is not valid YAML: {exc}")], source
+            ) from None
+        if _is_text_key(parts) and isinstance(value, int | float | bool):
+            value = value_text.strip()
         node = result
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
@@ -109,7 +121,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: Path 
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(
-                    [ConfigProblem(key, f"override {override!r}: {prefix} is a {type(child).__name__}, not a block of keys.")],
+                    [
+                        ConfigProblem(
+                            key,
+                            f"override {override!r}: {prefix} is a {type(child).__name__}, not a block of keys.",
+                        )
+                    ],
                     source,
                 )
             node = child
@@ -123,7 +140,9 @@ def dump_resolved(config: AgentRLConfig, path: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     header = "# Resolved config: every key with the value used (defaults filled in).\n"
     if config.config_path is not None:
-        header += f"# Loaded from {config.config_path}; relative references resolve against {config.base_dir}.\n"
+        header += (
+            f"# Loaded from {config.config_path}; relative references resolve against {config.base_dir}.\n"
+        )
     text = header + yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -136,6 +155,12 @@ def dump_resolved(config: AgentRLConfig, path: str | Path) -> Path:
     return target
 
 
+def _is_text_key(parts: Sequence[str]) -> bool:
+    block = block_at(AgentRLConfig, parts[:-1])
+    field = block.model_fields.get(parts[-1]) if block is not None else None
+    return field is not None and type_label(field.annotation) in ("str", "str | null")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
 
@@ -145,6 +170,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base constructor reports unhashable keys
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -160,14 +189,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _parse_yaml(text: str, source: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", f"not valid YAML: {exc}")], source) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            [ConfigProblem("", f"the file must be a mapping with an `ajet:` block, not a {type(data).__name__}.")],
+            [
+                ConfigProblem(
+                    "", f"the file must be a mapping with an `ajet:` block, not a {type(data).__name__}."
+                )
+            ],
             source,
         )
     return data
@@ -208,7 +241,9 @@ def _dotted(loc: Sequence[str | int]) -> str:
     return text
 
 
-def _problems(error: Any, overrides: Sequence[str], key_lines: dict[tuple[str, ...], int]) -> list[ConfigProblem]:
+def _problems(
+    error: Any, overrides: Sequence[str], key_lines: dict[tuple[str, ...], int]
+) -> list[ConfigProblem]:
     """The problems one pydantic error stands for (a failed cross-field check may hold several)."""
     loc = tuple(error["loc"])
     key = _dotted(loc)
@@ -226,18 +261,24 @@ def _problems(error: Any, overrides: Sequence[str], key_lines: dict[tuple[str, .
         if close:
             message = f"unknown key. Did you mean `{close[0]}`? Rename it, or remove it."
         else:
-            message = f"unknown key; remove it or use one of the keys valid under {where}: {', '.join(valid)}."
+            message = (
+                f"unknown key; remove it or use one of the keys valid under {where}: {', '.join(valid)}."
+            )
     elif kind == "missing":
         line = key_lines.get(str_loc[:-1])
         hint = f" ({field.description})" if field is not None and field.description else ""
-        message = f"required key is missing; add `{name}:` under {_dotted(str_loc[:-1]) or 'the top level'}.{hint}"
+        message = (
+            f"required key is missing; add `{name}:` under {_dotted(str_loc[:-1]) or 'the top level'}.{hint}"
+        )
     elif kind == "literal_error":
         choices = [str(c) for c in _literal_choices(error)]
         close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
         listed = ", ".join(f"`{c}`" for c in choices)
         message = f"{value!r} is not one of {listed}." + (f" Did you mean `{close[0]}`?" if close else "")
     elif kind in _TYPE_ERRORS:
-        expected = type_label(field.annotation) if field is not None and not isinstance(loc[-1], int) else None
+        expected = (
+            type_label(field.annotation) if field is not None and not isinstance(loc[-1], int) else None
+        )
         expected = expected or error["msg"].removeprefix("Input should be ").removeprefix("a valid ")
         message = f"expected {expected}, got {value!r} ({type(value).__name__})."
         if kind == "string_type" and isinstance(value, int | float | bool):

@@ -34,7 +34,9 @@ class ValKwargsConfig(ConfigBlock):
     """Sampling used for validation runs (they override the training values)."""
 
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature for validation; 0.0 is greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus-sampling threshold for validation; 1.0 is off.")
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus-sampling threshold for validation; 1.0 is off."
+    )
     top_k: int = Field(-1, ge=-1, description="Top-k sampling for validation; -1 is off.")
     num_repeat: int = Field(
         1,
@@ -69,7 +71,9 @@ class RolloutConfig(ConfigBlock):
         "it is TRL's GRPO default and the anchor's. The tutorial uses 0.7; the learner divides logits by "
         "this value so both sides use the same distribution.",
     )
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus-sampling threshold of training rollouts; 1.0 is off.")
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus-sampling threshold of training rollouts; 1.0 is off."
+    )
     top_k: int = Field(-1, ge=-1, description="Top-k sampling of training rollouts; -1 is off.")
     max_env_worker: int = Field(
         64,
@@ -96,7 +100,9 @@ class RolloutConfig(ConfigBlock):
         1,
         ge=1,
         description="Tensor-parallel size of the rollout engine in AgentJet.",
-        json_schema_extra={UNUSED_MARK: "agent-rl runs one engine replica per GPU without tensor parallelism"},
+        json_schema_extra={
+            UNUSED_MARK: "agent-rl runs one engine replica per GPU without tensor parallelism"
+        },
     )
     max_num_seqs: int = Field(
         128,
@@ -111,7 +117,9 @@ class RolloutConfig(ConfigBlock):
         description="Fraction of GPU memory vLLM may take for weights and KV cache. The learner shares the GPU "
         "(vLLM sleeps while it trains), so leave room for it. Ignored by the HF engine.",
     )
-    multi_turn: MultiTurnConfig = Field(default_factory=MultiTurnConfig, description="Multi-turn episode limits.")
+    multi_turn: MultiTurnConfig = Field(
+        default_factory=MultiTurnConfig, description="Multi-turn episode limits."
+    )
     max_response_length_in_one_turn: int = Field(
         1024,
         ge=1,
@@ -124,7 +132,9 @@ class RolloutConfig(ConfigBlock):
         "A model call whose prompt leaves less than `max_response_length_in_one_turn` ends the episode "
         "with `context_overflow`. The tutorial uses 13000 for a 14B model.",
     )
-    val_kwargs: ValKwargsConfig = Field(default_factory=ValKwargsConfig, description="Sampling for validation.")
+    val_kwargs: ValKwargsConfig = Field(
+        default_factory=ValKwargsConfig, description="Sampling for validation."
+    )
     truncation_reward: float = Field(
         0.0,
         description="Reward of an episode cut off by a limit (`max_turns`, `timeout`, `context_overflow`); "
@@ -134,7 +144,9 @@ class RolloutConfig(ConfigBlock):
         0.0,
         description="Reward of an episode whose workflow raised (`workflow_error`).",
     )
-    judge_error_reward: float = Field(0.0, description="Reward of an episode whose judge raised (`judge_error`).")
+    judge_error_reward: float = Field(
+        0.0, description="Reward of an episode whose judge raised (`judge_error`)."
+    )
     episode_timeout_s: float = Field(
         600.0,
         gt=0.0,
@@ -165,5 +177,7 @@ class RolloutConfig(ConfigBlock):
     @classmethod
     def _check_env_id(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
-            raise ValueError("env_id is empty; give a registered id such as `agent_env/MathAgent-v0`, or null.")
+            raise ValueError(
+                "env_id is empty; give a registered id such as `agent_env/MathAgent-v0`, or null."
+            )
         return value

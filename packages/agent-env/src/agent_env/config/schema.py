@@ -138,7 +138,9 @@ class TrainerCommonConfig(ConfigBlock):
     trinity_only__n_vllm_engine: int | None = Field(
         None,
         description="Number of vLLM engines of AgentJet's Trinity backbone.",
-        json_schema_extra={UNUSED_MARK: "Trinity backbone only; agent-rl runs one engine per training process"},
+        json_schema_extra={
+            UNUSED_MARK: "Trinity backbone only; agent-rl runs one engine per training process"
+        },
     )
 
     @field_validator("logger", mode="before")
@@ -163,10 +165,16 @@ class AjetConfig(ConfigBlock):
         "(the tutorial's `{exp_yaml_file_name}`).",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model being trained.")
-    task_reader: TaskReaderConfig = Field(default_factory=TaskReaderConfig, description="Where tasks come from.")
+    task_reader: TaskReaderConfig = Field(
+        default_factory=TaskReaderConfig, description="Where tasks come from."
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="Batch size and token limits.")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="The agent, sampling, episode limits.")
-    task_judge: TaskJudgeConfig = Field(default_factory=TaskJudgeConfig, description="How episodes are scored.")
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="The agent, sampling, episode limits."
+    )
+    task_judge: TaskJudgeConfig = Field(
+        default_factory=TaskJudgeConfig, description="How episodes are scored."
+    )
     trainer_common: TrainerCommonConfig = Field(
         default_factory=TrainerCommonConfig, description="Training-loop settings."
     )
@@ -184,53 +192,67 @@ class AjetConfig(ConfigBlock):
         problems: list[tuple[Literal["error", "warning"], str, str]] = []
         rollout, reader, data = self.rollout, self.task_reader, self.data
         if rollout.agentscope_workflow is None and rollout.env_id is None:
-            problems.append((
-                "error",
-                "ajet.rollout",
-                "no agent to run. Add `agentscope_workflow: workflow.py->MathAgentWorkflow` (your Workflow "
-                "class) or `env_id: agent_env/MathAgent-v0` (a registered env) under ajet.rollout.",
-            ))
+            problems.append(
+                (
+                    "error",
+                    "ajet.rollout",
+                    "no agent to run. Add `agentscope_workflow: workflow.py->MathAgentWorkflow` (your Workflow "
+                    "class) or `env_id: agent_env/MathAgent-v0` (a registered env) under ajet.rollout.",
+                )
+            )
         if rollout.agentscope_workflow is not None and rollout.env_id is not None:
-            problems.append(("error", "ajet.rollout", "both `agentscope_workflow` and `env_id` are set; keep one."))
+            problems.append(
+                ("error", "ajet.rollout", "both `agentscope_workflow` and `env_id` are set; keep one.")
+            )
         if getattr(reader, reader.type) is None:
-            problems.append((
-                "error",
-                "ajet.task_reader",
-                f"type is `{reader.type}` but the block `ajet.task_reader.{reader.type}` is missing. Add under "
-                f"ajet.task_reader:\n    {MISSING_SOURCE_EXAMPLES[reader.type]}",
-            ))
+            problems.append(
+                (
+                    "error",
+                    "ajet.task_reader",
+                    f"type is `{reader.type}` but the block `ajet.task_reader.{reader.type}` is missing. Add under "
+                    f"ajet.task_reader:\n    {MISSING_SOURCE_EXAMPLES[reader.type]}",
+                )
+            )
         if reader.type == "dataset_file" and reader.dataset_file is not None:
             problems.extend(("error", key, text) for key, text in _unknown_file_formats(reader.dataset_file))
         turn, context = rollout.max_response_length_in_one_turn, rollout.max_model_len
         if turn >= context:
-            problems.append((
-                "error",
-                "ajet.rollout.max_response_length_in_one_turn",
-                f"{turn} must be smaller than ajet.rollout.max_model_len ({context}), or no prompt fits. Lower "
-                "the first or raise the second.",
-            ))
+            problems.append(
+                (
+                    "error",
+                    "ajet.rollout.max_response_length_in_one_turn",
+                    f"{turn} must be smaller than ajet.rollout.max_model_len ({context}), or no prompt fits. Lower "
+                    "the first or raise the second.",
+                )
+            )
         elif data.max_prompt_length + turn > context:
-            problems.append((
-                "error",
-                "ajet.data.max_prompt_length",
-                f"{data.max_prompt_length} + ajet.rollout.max_response_length_in_one_turn ({turn}) exceeds "
-                f"ajet.rollout.max_model_len ({context}): a longest prompt could not get a full first answer. "
-                "Raise max_model_len or lower one of the two.",
-            ))
+            problems.append(
+                (
+                    "error",
+                    "ajet.data.max_prompt_length",
+                    f"{data.max_prompt_length} + ajet.rollout.max_response_length_in_one_turn ({turn}) exceeds "
+                    f"ajet.rollout.max_model_len ({context}): a longest prompt could not get a full first answer. "
+                    "Raise max_model_len or lower one of the two.",
+                )
+            )
         if rollout.num_repeat < 2:
-            problems.append((
-                "warning",
-                "ajet.rollout.num_repeat",
-                f"{rollout.num_repeat} episode per task: GRPO compares the episodes of one task, so every "
-                "advantage is 0 and training learns nothing. Fine for debug runs; set 4 or more to train.",
-            ))
+            problems.append(
+                (
+                    "warning",
+                    "ajet.rollout.num_repeat",
+                    f"{rollout.num_repeat} episode per task: GRPO compares the episodes of one task, so every "
+                    "advantage is 0 and training learns nothing. Fine for debug runs; set 4 or more to train.",
+                )
+            )
         if rollout.agentscope_workflow is not None and self.task_judge.judge_protocol is None:
-            problems.append((
-                "warning",
-                "ajet.task_judge.judge_protocol",
-                "not set: each episode's reward must come from `WorkflowOutput.reward`, or the episode ends "
-                "with `judge_error`.",
-            ))
+            problems.append(
+                (
+                    "warning",
+                    "ajet.task_judge.judge_protocol",
+                    "not set: each episode's reward must come from `WorkflowOutput.reward`, or the episode ends "
+                    "with `judge_error`.",
+                )
+            )
         return problems
 
 
@@ -238,11 +260,13 @@ def _unknown_file_formats(block: DatasetFileReaderConfig) -> list[tuple[str, str
     problems = []
     for split, file in (("training", block.training), ("validation", block.validation)):
         if file is not None and block.format_of(file.file_path) is None:
-            problems.append((
-                f"ajet.task_reader.dataset_file.{split}.file_path",
-                f"cannot tell the format of {file.file_path!r} from its suffix. Use .jsonl, .json, .parquet or "
-                ".csv, or set ajet.task_reader.dataset_file.format.",
-            ))
+            problems.append(
+                (
+                    f"ajet.task_reader.dataset_file.{split}.file_path",
+                    f"cannot tell the format of {file.file_path!r} from its suffix. Use .jsonl, .json, .parquet or "
+                    ".csv, or set ajet.task_reader.dataset_file.format.",
+                )
+            )
     return problems
 
 
@@ -301,10 +325,14 @@ class AgentRLConfig(ConfigBlock):
         """Keys the user set that are accepted but not used (with why), then warnings from the cross-field checks."""
         notices: list[ConfigNotice] = []
         if self.hydra is not None:
-            notices.append(ConfigNotice("hydra", f"accepted, not used: {unused_reason(type(self), 'hydra')}", "unused"))
+            notices.append(
+                ConfigNotice("hydra", f"accepted, not used: {unused_reason(type(self), 'hydra')}", "unused")
+            )
         if self.defaults is not None:
             notices.append(
-                ConfigNotice("defaults", f"accepted, not used: {unused_reason(type(self), 'defaults')}", "unused")
+                ConfigNotice(
+                    "defaults", f"accepted, not used: {unused_reason(type(self), 'defaults')}", "unused"
+                )
             )
         if self.trinity is not None:
             leaves = list(_leaf_keys(self.trinity)) or [""]
@@ -314,8 +342,18 @@ class AgentRLConfig(ConfigBlock):
                 notices.append(ConfigNotice(key, f"accepted, not used: {reason}", "unused"))
         notices.extend(_unused_keys_set(self.ajet, "ajet"))
         reader = self.ajet.task_reader
-        for source in ("arithmetic", "huggingface_dat_repo", "jsonl_dataset_file", "dataset_file", "env_service"):
-            if source != reader.type and source in reader.model_fields_set and getattr(reader, source) is not None:
+        for source in (
+            "arithmetic",
+            "huggingface_dat_repo",
+            "jsonl_dataset_file",
+            "dataset_file",
+            "env_service",
+        ):
+            if (
+                source != reader.type
+                and source in reader.model_fields_set
+                and getattr(reader, source) is not None
+            ):
                 notices.append(
                     ConfigNotice(
                         f"ajet.task_reader.{source}",
@@ -324,7 +362,9 @@ class AgentRLConfig(ConfigBlock):
                     )
                 )
         notices.extend(
-            ConfigNotice(key, text, "warning") for level, key, text in self.ajet.invariant_problems() if level == "warning"
+            ConfigNotice(key, text, "warning")
+            for level, key, text in self.ajet.invariant_problems()
+            if level == "warning"
         )
         return notices
 

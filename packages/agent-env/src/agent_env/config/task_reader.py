@@ -21,7 +21,9 @@ __all__ = [
     "TaskReaderType",
 ]
 
-TaskReaderType = Literal["arithmetic", "huggingface_dat_repo", "jsonl_dataset_file", "dataset_file", "env_service"]
+TaskReaderType = Literal[
+    "arithmetic", "huggingface_dat_repo", "jsonl_dataset_file", "dataset_file", "env_service"
+]
 DataFileFormat = Literal["jsonl", "json", "parquet", "csv"]
 
 _SUFFIX_FORMATS: dict[str, DataFileFormat] = {
@@ -179,7 +181,9 @@ class TaskReaderConfig(ConfigBlock):
         """The sub-block of the chosen `type` (present in any validated `AjetConfig`)."""
         block = getattr(self, self.type)
         if block is None:
-            raise ValueError(f"ajet.task_reader.type is `{self.type}` but `ajet.task_reader.{self.type}` is not set.")
+            raise ValueError(
+                f"ajet.task_reader.type is `{self.type}` but `ajet.task_reader.{self.type}` is not set."
+            )
         return block
 
 

@@ -81,3 +81,24 @@ def numeric_value(text: str) -> Fraction | None:
         return Fraction(cleaned)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+def answers_match(answer: str, gold: str) -> bool:
+    """Cheap equality of an extracted answer with a reference, without math-verify.
+
+    Exact numeric equality when the reference is a number (`numeric_value`); an answer that is not a plain
+    number counts by the last number in it (``x = 5`` gives 5). Otherwise the `clean_answer` forms must be
+    equal, ignoring case and spaces.
+    """
+    gold_value = numeric_value(gold)
+    if gold_value is not None:
+        value = numeric_value(answer)
+        if value is None:
+            number = last_number(answer)
+            value = numeric_value(number) if number is not None else None
+        return value == gold_value
+    return _squash(clean_answer(answer)) == _squash(clean_answer(gold))
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split()).casefold()

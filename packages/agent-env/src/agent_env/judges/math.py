@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from agent_env.judge import BaseJudge, JudgeResult
 from agent_env.judges._fields import output_text, reference
 from agent_env.judges.answer_extraction import last_boxed, reference_answer
 from agent_env.judges.math_verifier import MathVerifier, default_verifier
 from agent_env.types import WorkflowOutput, WorkflowTask
+
+logger = logging.getLogger(__name__)
 
 
 class MathAnswerAsJudge(BaseJudge):
@@ -15,7 +19,8 @@ class MathAnswerAsJudge(BaseJudge):
     Reads ``workflow_output.metadata["final_answer"]`` and ``task.metadata["answer"]`` (GSM8K's
     ``"...#### 18"`` or a plain ``"18"``). Equality is math-verify's, so ``1,000`` = ``1000``, ``18.0`` = ``18``,
     ``$18`` = ``18``, ``\\frac{1}{2}`` = ``0.5`` = ``1/2`` and ``18 apples`` = ``18``. No ``\\boxed{}`` (or a
-    ``None`` final answer) scores 0. A comparison that exceeds `timeout_s` scores 0 with ``timeout`` = 1.
+    ``None`` final answer) scores 0. A comparison that exceeds `timeout_s` scores 0 with ``timeout`` = 1; one
+    that math-verify cannot do (e.g. an unparsable reference) scores 0 and is logged as a warning.
 
     Components (always all present): ``correct`` (1/0), ``boxed`` (a complete ``\\boxed{}`` was found),
     ``timeout`` (the comparison timed out). ``is_success`` = ``correct``.
@@ -43,7 +48,9 @@ class MathAnswerAsJudge(BaseJudge):
         self.output_key = output_key
         self.answer_key = answer_key
 
-    async def compute_reward(self, workflow_task: WorkflowTask, workflow_output: WorkflowOutput) -> JudgeResult:
+    async def compute_reward(
+        self, workflow_task: WorkflowTask, workflow_output: WorkflowOutput
+    ) -> JudgeResult:
         text = output_text(self, workflow_output, self.output_key)
         gold = reference_answer(reference(self, workflow_task, self.answer_key))
         boxed = last_boxed(text) if text is not None else None
@@ -51,5 +58,11 @@ class MathAnswerAsJudge(BaseJudge):
             return JudgeResult(0.0, False, {"correct": 0.0, "boxed": 0.0, "timeout": 0.0})
         verifier = self.verifier or default_verifier()
         outcome = await verifier.averify(gold, boxed, self.timeout_s)
+        if outcome.error is not None:
+            logger.warning(
+                "math-verify failed on task %r (scored 0): %s", workflow_task.task_id, outcome.error
+            )
         correct = 1.0 if outcome.equal else 0.0
-        return JudgeResult(correct, outcome.equal, {"correct": correct, "boxed": 1.0, "timeout": float(outcome.timed_out)})
+        return JudgeResult(
+            correct, outcome.equal, {"correct": correct, "boxed": 1.0, "timeout": float(outcome.timed_out)}
+        )

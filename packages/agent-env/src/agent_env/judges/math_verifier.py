@@ -77,7 +77,9 @@ class _Worker:
                 return None
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise EOFError(f"the math-verify worker (pid {self.process.pid}) exited with {self.process.poll()}")
+                raise EOFError(
+                    f"the math-verify worker (pid {self.process.pid}) exited with {self.process.poll()}"
+                )
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)

@@ -91,7 +91,9 @@ class ArithmeticTasks(Sequence[Task]):
         seed: seed of the split's `random.Random`; default 1 for train, 2 for validation (the anchor's).
     """
 
-    def __init__(self, level: str = "easy", split: str = "train", n: int | None = None, seed: int | None = None):
+    def __init__(
+        self, level: str = "easy", split: str = "train", n: int | None = None, seed: int | None = None
+    ):
         if level not in LEVELS:
             raise ValueError(f"Unknown arithmetic level {level!r}; use one of {', '.join(LEVELS)}.")
         canonical = SPLIT_ALIASES.get(split, split)

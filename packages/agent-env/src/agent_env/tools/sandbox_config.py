@@ -42,8 +42,9 @@ class SandboxConfig(BaseModel):
     file_size_mb: int = Field(
         default=64,
         gt=0,
-        description="Largest file a snippet may write, in MiB (RLIMIT_FSIZE), and the size of the fresh tmpfs "
-        "that holds its working directory (/tmp, also mounted on /var/tmp and /dev/shm).",
+        description="Largest file a snippet may write, in MiB (RLIMIT_FSIZE). The fresh tmpfs that holds its "
+        "working directory (/tmp, also mounted on /var/tmp and /dev/shm) holds 4 times this in all; it counts "
+        "against the host's memory while the call runs.",
     )
     max_processes: int = Field(
         default=64,

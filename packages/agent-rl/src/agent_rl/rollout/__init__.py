@@ -1,0 +1,1 @@
+"""Rollout: drive many agent-env episodes against an inference engine and keep exactly the sampled tokens."""

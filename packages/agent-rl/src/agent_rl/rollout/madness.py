@@ -1,0 +1,45 @@
+"""The tutorial's "madness" checks (`rollout.compute_madness_checklist`): signs that a policy is degenerating.
+
+- `nonsense`: the completion loops (one short pattern repeated many times at its end) or writes special tokens
+  of the tokenizer into its text.
+- `wrong_toolcall`: a tool call that did not parse or named a tool the agent did not offer.
+
+An episode that trips an enabled check gets `rollout.agent_madness_reward` instead of its reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MADNESS_CHECKS = ("nonsense", "wrong_toolcall")
+
+_MIN_REPEATS = 8
+_MAX_PERIOD = 32
+
+
+def is_repetition_loop(token_ids: list[int], min_repeats: int = _MIN_REPEATS, max_period: int = _MAX_PERIOD) -> bool:
+    """True when the sequence ends with one pattern of <= `max_period` tokens repeated >= `min_repeats` times."""
+    n = len(token_ids)
+    for period in range(1, max_period + 1):
+        span = period * min_repeats
+        if span > n:
+            break
+        tail = token_ids[n - span:]
+        if all(tail[i] == tail[i % period] for i in range(span)):
+            return True
+    return False
+
+
+def contains_special_tokens(text: str, special_tokens: Iterable[str]) -> bool:
+    return any(token and token in text for token in special_tokens)
+
+
+def check_completion(completion_ids: list[int], text: str, tool_call_errors: int, special_tokens: Iterable[str], enabled: Iterable[str]) -> list[str]:
+    """The names of the enabled checks that this completion trips."""
+    tripped = []
+    enabled = set(enabled)
+    if "nonsense" in enabled and (is_repetition_loop(completion_ids) or contains_special_tokens(text, special_tokens)):
+        tripped.append("nonsense")
+    if "wrong_toolcall" in enabled and tool_call_errors > 0:
+        tripped.append("wrong_toolcall")
+    return tripped
