@@ -98,7 +98,7 @@ def server():
 
 @pytest.fixture
 def reaping_server():
-    with LoopbackServer(EnvService(idle_timeout_s=0.5)) as running:
+    with LoopbackServer(EnvService(idle_timeout_s=1.0)) as running:
         yield running
 
 
@@ -265,7 +265,7 @@ def test_unknown_field_in_a_request_is_rejected_with_its_name(server):
 
 def test_unknown_env_id_gets_the_nearest_served_one():
     with LoopbackServer(EnvService(idle_timeout_s=60)) as running:
-        with pytest.raises(gymnasium.error.NameNotFound, match="agent_env/MathAgent-v0"):
+        with pytest.raises(gymnasium.error.NameNotFound, match="Did you mean .agent_env/MathAgent-v0."):
             RemoteAgentEnv(running.url, "agent_env/MathAgnt-v0").reset()
     with LoopbackServer(EnvService(env_ids=["agent_env/Workflow-v0"], idle_timeout_s=60)) as running:
         assert httpx.get(f"{running.url}/envs").json() == {"env_ids": ["agent_env/Workflow-v0"]}
@@ -320,8 +320,6 @@ async def test_100_concurrent_sessions_driven_by_a_scripted_policy(server):
 
 def test_a_killed_client_is_reaped_and_the_server_keeps_serving(reaping_server):
     url = reaping_server.url
-    live = RemoteAgentEnv(url, "agent_env/Workflow-v0", **chat_loop_kwargs())
-    live.reset(seed=0)
     client = (
         "import sys, time\n"
         "from agent_env.service import RemoteAgentEnv\n"
@@ -333,20 +331,25 @@ def test_a_killed_client_is_reaped_and_the_server_keeps_serving(reaping_server):
     process = subprocess.Popen([sys.executable, "-c", client], stdout=subprocess.PIPE, text=True)
     try:
         dead_session = process.stdout.readline().strip()
-        assert dead_session in reaping_server.service.sessions
     finally:
         process.kill()
         process.wait(timeout=30)
-    step_results = []
-    while dead_session in reaping_server.service.sessions:  # the live client keeps calling meanwhile
-        step_results.append(live.step("x")[4]["turn"])
+    assert len(dead_session) == 32, "the client subprocess did not open a session"
+    live = RemoteAgentEnv(url, "agent_env/Workflow-v0", **chat_loop_kwargs())
+    turns = []
+    while True:  # the live client keeps calling while the dead one's session waits to be reaped
         live.reset(seed=0)
-        time.sleep(0.1)
-        assert len(step_results) < 200, "the dead client's session was never reaped"
-    assert set(step_results) == {1}
+        turns.append(live.step("x")[4]["turn"])
+        if dead_session not in reaping_server.service.sessions:
+            break
+        assert len(turns) < 300, "the dead client's session was never reaped"
+        time.sleep(0.05)
+    assert set(turns) == {1}
     assert httpx.post(f"{url}/sessions/{dead_session}/step", json={"action": "x"}).status_code == 404
-    assert live.step("still here")[4]["turn"] == 1
+    assert live.step("still here")[4]["turn"] == 2
     assert httpx.get(f"{url}/health").json()["sessions"] == 1
+    live.close()
+    assert httpx.get(f"{url}/health").json()["sessions"] == 0
 
 
 def test_a_reaped_session_tells_step_to_reset_and_reset_opens_a_new_one(reaping_server):

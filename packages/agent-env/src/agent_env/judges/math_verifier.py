@@ -119,19 +119,24 @@ class MathVerifier:
         """Blocking comparison of `answer` with the reference `gold` (use `averify` from async code)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         with self._slots:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                worker = _Worker()
-            try:
-                reply = worker.request(gold, answer, timeout)
-            except (EOFError, BrokenPipeError, OSError) as error:
-                worker.kill()
-                return VerifyResult(equal=False, error=f"{type(error).__name__}: {error}")
-            if reply is None:
-                worker.kill()
-                return VerifyResult(equal=False, timed_out=True)
-            self._idle.put(worker)
+            for attempt in range(2):
+                try:
+                    worker = self._idle.get_nowait()
+                except queue.Empty:
+                    worker = _Worker()
+                try:
+                    reply = worker.request(gold, answer, timeout)
+                except (EOFError, OSError) as error:
+                    # The worker died (e.g. it reached its CPU lifetime): retry once on a fresh one.
+                    worker.kill()
+                    if attempt == 0:
+                        continue
+                    return VerifyResult(equal=False, error=f"{type(error).__name__}: {error}")
+                if reply is None:
+                    worker.kill()
+                    return VerifyResult(equal=False, timed_out=True)
+                self._idle.put(worker)
+                break
         if "error" in reply:
             return VerifyResult(equal=False, error=reply["error"])
         return VerifyResult(equal=bool(reply["equal"]))

@@ -3,14 +3,22 @@
 `MathVerifier` runs this file as a script (``python -P verify_worker.py``), so it imports nothing but the
 standard library and math-verify (importing `agent_env` would cost seconds per worker). Protocol: it first
 writes ``{"ready": true}``; then for each ``{"gold": str, "answer": str}`` line (both already passed through
-`clean_answer`) it writes ``{"equal": bool}`` or ``{"error": str}``. It exits when stdin closes.
+`clean_answer`) it writes ``{"equal": bool}`` or ``{"error": str}``. It exits when stdin closes or its
+parent dies, and after `CPU_LIFETIME_S` seconds of CPU (the parent then starts a fresh one), so a worker
+orphaned in an endless computation does not burn a core forever.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
+import time
+
+CPU_LIFETIME_S = 600
+"""CPU seconds after which the worker is ended by the kernel (RLIMIT_CPU)."""
 
 
 def _parse(text: str) -> list:
@@ -35,7 +43,28 @@ def compare(gold: str, answer: str) -> bool:
     return bool(answer_parsed) and bool(verify(gold_parsed, answer_parsed, timeout_seconds=None))
 
 
+def _end_with_parent() -> None:
+    """Exit when the parent process goes away (checked each second), and cap this process's CPU time."""
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard == resource.RLIM_INFINITY or hard > CPU_LIFETIME_S:
+            resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIFETIME_S, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform: the watchdog below still works
+        pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
+    _end_with_parent()
     import math_verify  # noqa: F401  (import before announcing readiness: it takes ~2 s)
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)

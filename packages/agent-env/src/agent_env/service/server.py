@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import inspect
 import ipaddress
 import logging
@@ -118,7 +119,9 @@ class EnvService:
             return matches[0]
         if name in gym.registry:
             raise ServiceError(403, "EnvNotServed", f"This server does not serve {name!r}; it serves {served}. Start it with `agent-env serve --env {name}`.")
-        raise ServiceError(404, "NameNotFound", f"No served env is called {name!r}; this server serves {served}.")
+        hint = difflib.get_close_matches(name, served, n=1)
+        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ServiceError(404, "NameNotFound", f"No served env is called {name!r}.{suggestion} This server serves {served}.")
 
     async def _build_env(self, env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
         def build() -> gym.Env:

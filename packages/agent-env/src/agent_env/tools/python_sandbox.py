@@ -18,8 +18,8 @@ from agent_env.tools.worker_process import RUN_HEADER, WorkerProcess
 
 __all__ = ["PythonSandbox", "SandboxError", "SandboxResult"]
 
-TIMEOUT_RETURNCODE = -1
-"""`returncode` of a snippet stopped by the timeout (agentscope's convention)."""
+FAILED_RETURNCODE = -1
+"""`returncode` of a snippet stopped by the timeout (agentscope's convention) or whose sandbox vanished."""
 KILL_GRACE_S = 5.0
 """How long a killed sandbox may take to be gone before its launcher's process group is killed too."""
 PIPE_GRACE_S = 1.0
@@ -119,6 +119,7 @@ class _StatusLines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: WorkerProcess) -> None:
         self._worker = worker
+        self._init_pid: int | None = None
         self._buffer = b""
         self.ready: asyncio.Future[dict] = loop.create_future()
         self.errors: list[str] = []
@@ -130,8 +131,10 @@ class _StatusLines:
         for raw in lines:
             kind, _, rest = raw.decode(errors="replace").partition(" ")
             if kind == "pid":
-                self._worker.set_init_pid(int(rest))
+                self._init_pid = int(rest)
             elif kind == "ready" and not self.ready.done():
+                if self._init_pid is not None:  # PID 1 is alive now: it waits for the runner that wrote this
+                    self._worker.set_init_pid(self._init_pid)
                 self.ready.set_result(json.loads(rest))
             elif kind == "error":
                 self.errors.append(rest)
@@ -317,7 +320,7 @@ class PythonSandbox:
         stdout, out_cut = out.text()
         stderr, err_cut = err.text()
         if timed_out:
-            returncode = TIMEOUT_RETURNCODE
+            returncode = FAILED_RETURNCODE
             note = (
                 f"TimeoutError: The code execution exceeded the timeout of {self.config.timeout_s:g} seconds."
             )
@@ -325,7 +328,7 @@ class PythonSandbox:
         elif status.returncode is not None:
             returncode = status.returncode
         else:
-            returncode = TIMEOUT_RETURNCODE
+            returncode = FAILED_RETURNCODE
             note = "SandboxError: the sandbox ended without reporting an exit status."
             stderr = f"{stderr}\n{note}" if stderr else note
         return SandboxResult(returncode, stdout, stderr, timed_out, out_cut or err_cut, round(duration, 4))
