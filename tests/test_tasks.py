@@ -325,7 +325,7 @@ def test_hub_unreachable_is_a_clear_error_and_local_folders_still_load(tmp_path)
             in line
         )
         assert "offline mode is on (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)" in line
-        assert "task_reader type `local_file`" in line and "type `arithmetic`" in line
+        assert "task_reader `type: dataset_file`" in line and "`type: arithmetic`" in line
 
 
 # ---------------------------------------------------------------- the factory

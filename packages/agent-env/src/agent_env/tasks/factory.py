@@ -17,9 +17,11 @@ TASK_SOURCES: dict[str, Callable[..., Sequence[Task]]] = {
     "arithmetic": ArithmeticTasks,
     "huggingface_dat_repo": HuggingFaceTasks,
     "local_file": FileTasks,
+    "dataset_file": FileTasks,
     "jsonl_dataset_file": FileTasks,
 }
-"""Task-source kind → its class. ``jsonl_dataset_file`` (AgentJet's name) is ``local_file``."""
+"""Task-source kind → its class. ``dataset_file`` and ``jsonl_dataset_file`` (AgentJet's name; the format
+still follows the file's suffix or ``format=``) are ``local_file``."""
 
 
 def make_task_source(kind: str, **params: Any) -> Sequence[Task]:
@@ -27,7 +29,7 @@ def make_task_source(kind: str, **params: Any) -> Sequence[Task]:
 
     - ``arithmetic``: `ArithmeticTasks` (level, split, n, seed);
     - ``huggingface_dat_repo``: `HuggingFaceTasks` (dataset_path, split, config_name, query_field, ...);
-    - ``local_file`` / ``jsonl_dataset_file``: `FileTasks` (path, query_field, answer_field, id_field, ...).
+    - ``local_file`` / ``dataset_file`` / ``jsonl_dataset_file``: `FileTasks` (path, query_field, answer_field, id_field, ...).
 
     One call gives one split; call it once per split. Raises `TaskSourceError` for an unknown kind (with the
     nearest valid one) or parameter (with the accepted ones).

@@ -122,8 +122,9 @@ def _load(path: str, config: str | None, split: str, revision: str | None):
 
     described = f"dataset {path!r} (config {config!r}, split {split!r})"
     alternatives = (
-        "Use a local copy instead (task_reader type `local_file` with `path:` a jsonl, json, parquet or csv "
-        "file and `query_field`/`answer_field`), or the built-in tasks (type `arithmetic`, level easy, mix or hard)."
+        "Use a local copy instead: task_reader `type: dataset_file` with "
+        "`dataset_file: {training: {file_path: train.jsonl}}` (jsonl, json, parquet or csv; map columns with "
+        "query_field/answer_field), or the built-in tasks: `type: arithmetic` (level easy, mix or hard)."
     )
     try:
         return datasets.load_dataset(path, config, split=split, revision=revision)

@@ -25,6 +25,7 @@ own process group once the runner ends. Any set-up failure is reported as ``erro
 
 import atexit
 import ctypes
+import importlib
 import json
 import os
 import resource
@@ -43,6 +44,7 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
@@ -57,6 +59,13 @@ MOUNT_ATTR_NOSUID = 0x2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+"""Each gets the sandbox's one fresh tmpfs (its working directory)."""
+MASKED_DIRS = (*SCRATCH_DIRS, "/run")
+"""Covered by fresh mounts, so host temp files and sockets (e.g. in /run) are out of the sandbox's reach."""
+STAGE_CANDIDATES = ("/mnt", "/media", "/srv", "/opt", "/boot", "/home", "/etc")
+"""Directories that can briefly hold a scratch tmpfs while the file-system view is built."""
 
 SNIPPET_NAME = "snippet.py"
 RUN_HEADER = b"RUN\n"
@@ -101,13 +110,17 @@ def _make_root_read_only() -> None:
     _check(rc, "mount_setattr(/, read-only, recursive) (needs Linux >= 5.12)")
 
 
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def _runtime_paths() -> list[str]:
     """Directories and files the Python runtime reads: prefixes and the import path."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *sys.path}
     real = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
     kept: list[str] = []
     for p in real:  # sorted, so a parent comes before its children
-        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in kept):
+        if not any(_under(p, k) for k in kept):
             kept.append(p)
     return kept
 
@@ -122,59 +135,82 @@ def _blocking_ancestor(path: str) -> str | None:
     return None
 
 
-def _expose_runtime(stage: str) -> None:
-    """Make runtime paths hidden behind an unenterable directory reachable by the sandbox uid.
+def _cover(path: str) -> str | None:
+    """The directory whose new mount would hide `path`: a masked one it lies in, or an unenterable ancestor."""
+    for directory in MASKED_DIRS:
+        if _under(path, directory) and os.path.isdir(directory):
+            return directory
+    return _blocking_ancestor(path)
 
-    Each hidden path is bind-mounted to a staging point, an empty tmpfs (mode 755) covers the blocking
-    directory, and the binds are moved back to their original paths on top of it.
+
+def _pick_stage(runtime: list[str]) -> str:
+    """An existing directory to mount a scratch tmpfs on for a moment; it must not hide a runtime path."""
+    for candidate in STAGE_CANDIDATES:
+        if os.path.isdir(candidate) and not any(_under(p, candidate) for p in runtime):
+            return candidate
+    raise OSError(f"none of {STAGE_CANDIDATES} can serve as a staging mount point")
+
+
+def _stage_hidden(runtime: list[str], stage: str) -> tuple[list[tuple[str, str]], set[str]]:
+    """Bind each runtime path that a new mount will hide to a point under `stage`.
+
+    Returns the `(point, path)` pairs and the unenterable directories that must be covered with an
+    empty tmpfs (mode 755) so that the sandbox uid can reach the paths moved back on top of it.
     """
-    groups: dict[str, list[str]] = {}
-    for path in _runtime_paths():
-        blocker = _blocking_ancestor(path)
-        if blocker is not None:
-            groups.setdefault(blocker, []).append(path)
-    for i, (blocker, paths) in enumerate(sorted(groups.items())):
-        staged = []
-        for j, path in enumerate(paths):
-            point = os.path.join(stage, f"{i}-{j}")
-            if os.path.isdir(path):
-                os.mkdir(point)
-            else:
-                open(point, "w").close()
-            _mount(path, point, None, MS_BIND | MS_REC)
-            staged.append((point, path))
-        _mount("tmpfs", blocker, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for point, path in staged:
-            if os.path.isdir(point):
-                os.makedirs(path, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                open(path, "w").close()
-            _mount(point, path, None, MS_MOVE)
+    staged: list[tuple[str, str]] = []
+    blockers: set[str] = set()
+    for path in runtime:
+        cover = _cover(path)
+        if cover is None:
+            continue
+        if cover not in MASKED_DIRS:
+            blockers.add(cover)
+        point = os.path.join(stage, str(len(staged)))
+        if os.path.isdir(path):
+            os.mkdir(point)
+        else:
+            open(point, "w").close()
+        _mount(path, point, None, MS_BIND | MS_REC)
+        staged.append((point, path))
+    return staged, blockers
+
+
+def _unstage(staged: list[tuple[str, str]]) -> None:
+    """Move staged binds to their original paths, now inside fresh tmpfs mounts."""
+    for point, path in staged:
+        if os.path.isdir(point):
+            os.makedirs(path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()
+        _mount(point, path, None, MS_MOVE)
 
 
 def _build_filesystem(spec: dict) -> None:
-    """Run in init: private mounts, runtime exposed, root read-only, fresh /tmp, /proc and /run."""
-    uid = spec["uid"]
+    """Run in init: private mounts, a read-only root, fresh /tmp and /run and /proc, the runtime reachable."""
+    uid, workdir = spec["uid"], spec["workdir"]
+    scratch_flags = MS_NOSUID | MS_NODEV
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700")
-    _expose_runtime("/tmp")
-    _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount /tmp")
-    _make_root_read_only()
-    workdir = spec["workdir"]
+    runtime = _runtime_paths()
+    stage = _pick_stage(runtime)
+    _mount("tmpfs", stage, "tmpfs", scratch_flags, "size=1m,mode=0700")
+    staged, blockers = _stage_hidden(runtime, stage)
+    for blocker in sorted(blockers):
+        _mount("tmpfs", blocker, "tmpfs", scratch_flags, "size=1m,mode=0755")
     _mount(
-        "tmpfs",
-        workdir,
-        "tmpfs",
-        MS_NOSUID | MS_NODEV,
-        f"size={spec['tmp_bytes']},mode=0700,uid={uid},gid={uid}",
+        "tmpfs", workdir, "tmpfs", scratch_flags, f"size={spec['tmp_bytes']},mode=0700,uid={uid},gid={uid}"
     )
-    for extra in ("/var/tmp", "/dev/shm"):
-        if os.path.isdir(extra) and extra != workdir:
-            _mount(workdir, extra, None, MS_BIND)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    scratch = [workdir] + [d for d in SCRATCH_DIRS if d != workdir and os.path.isdir(d)]
+    for extra in scratch[1:]:
+        _mount(workdir, extra, None, MS_BIND)
     if os.path.isdir("/run"):
-        _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k,mode=0755")
+        _mount("tmpfs", "/run", "tmpfs", scratch_flags | MS_NOEXEC, "size=1m,mode=0755")
+    _unstage(staged)
+    _check(_libc.umount2(stage.encode(), MNT_DETACH), f"umount {stage}")
+    _make_root_read_only()
+    for directory in scratch:  # writable again; what is mounted inside them stays read-only
+        _mount(None, directory, None, MS_REMOUNT | MS_BIND | scratch_flags)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _set_limits(spec: dict) -> None:
@@ -258,6 +294,18 @@ def _run_snippet(source: bytes, workdir: str) -> int:
     return 0
 
 
+def _preload(modules: list[str]) -> list[str]:
+    """Import `modules` now, as the snippet would; return those that imported."""
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001 - a module that is missing or broken is simply not preloaded
+            pass
+    return loaded
+
+
 def _runner(spec: dict, status_fd: int) -> int:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -268,12 +316,14 @@ def _runner(spec: dict, status_fd: int) -> int:
     if isolated:
         _drop_privileges(spec["uid"])
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    preloaded = _preload(spec.get("preload", []))
     report = {
         "mode": spec["mode"],
         "uid": os.getuid(),
         "pid": os.getpid(),
         "namespaces": ["pid", "net", "mount", "ipc", "uts"] if isolated else [],
         "read_only_root": isolated,
+        "preloaded": preloaded,
     }
     _write_line(status_fd, "ready " + json.dumps(report))
     os.close(status_fd)

@@ -112,6 +112,7 @@ class WorkerProcess:
             "tmp_bytes": TMPFS_FILES * config.file_size_mb << 20,
             "status_fd": status_w,
             "host_pid": os.getpid(),
+            "preload": list(config.preload_modules) if config.backend == "warm" else [],
             "limits": {
                 "as_bytes": config.memory_mb << 20,
                 "cpu_s": config.cpu_s,

@@ -196,6 +196,8 @@ class RolloutCollector:
                     record.dropped_samples += 1
             room_in_sequence = limits.max_model_len - sample.total_length
             room_in_response = limits.max_response_length - len(sample.response_ids)
+            if room_in_response < 0:  # the inserted tool results alone overran the budget: keep it, cut there
+                sample.truncate(limits.max_response_length)
             if room_in_sequence <= 0:
                 result = await env.atruncate("context_overflow")
                 break

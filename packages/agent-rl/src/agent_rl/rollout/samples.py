@@ -40,6 +40,10 @@ class TrainingSample:
         self.loss_mask.extend([1 if trained else 0] * len(ids))
         self.logprobs.extend(logprobs if trained and logprobs is not None else [0.0] * len(ids))
 
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` response tokens."""
+        del self.response_ids[length:], self.loss_mask[length:], self.logprobs[length:]
+
     @property
     def num_trained_tokens(self) -> int:
         return sum(self.loss_mask)

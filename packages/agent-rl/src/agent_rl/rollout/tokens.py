@@ -5,38 +5,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_rl.chat_template import (
+    NotPrefixPreserving,
+    get_chat_template,
+    render_prompt_ids,
+    render_suffix_ids,
+)
+
 
 class HistoryRewritten(Exception):
-    """The agent's new prompt does not extend the previous one (it edited, dropped or reordered history, or the
-    chat template renders earlier turns differently once later ones exist). The collector starts a new sample."""
+    """The agent's new prompt does not extend the previous one (it edited, dropped or reordered history, changed
+    its tools, or the template renders earlier turns differently once later ones exist). The collector starts
+    a new sample and counts it."""
 
 
 class TemplateRenderer:
-    """Renders conversations with a chat template and computes the tokens inserted between sampled turns.
+    """A tokenizer and the chat template it renders with (the tokenizer's own if it handles tools, else the
+    built-in Hermes template, or the YAML's `model.chat_template` override)."""
 
-    `end_of_turn` is the text that closes an assistant turn in this template (the tokenizer's EOS token for
-    ChatML templates such as SmolLM2's and Qwen's, `<|im_end|>`).
-    """
-
-    def __init__(self, tokenizer: Any, chat_template: str | None = None, end_of_turn: str | None = None) -> None:
+    def __init__(self, tokenizer: Any, chat_template: str | None = None) -> None:
         self.tokenizer = tokenizer
-        self.chat_template = chat_template
-        self.end_of_turn = end_of_turn or tokenizer.eos_token
-        if not self.end_of_turn:
-            raise ValueError("The tokenizer has no eos_token; pass end_of_turn= (the text that closes an assistant turn).")
-        self.end_of_turn_ids = tokenizer.encode(self.end_of_turn, add_special_tokens=False)
-
-    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tools=tools or None, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        self.template = get_chat_template(tokenizer, chat_template)
+        self.end_of_turn_id = tokenizer.eos_token_id
 
     def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
         """The ids of a whole conversation, ending with the generation prompt of the next assistant turn."""
-        return self.encode(self.render(messages, tools, add_generation_prompt=True))
+        return render_prompt_ids(self.tokenizer, self.template, messages, tools)
 
     def continuation_ids(
         self,
@@ -48,26 +42,18 @@ class TemplateRenderer:
     ) -> list[int]:
         """Ids to append after the sampled completion so that the sequence renders `current`.
 
-        `previous` is the conversation of the last model call; `current` must start with it, then hold the
+        `previous` is the conversation of the last model call; `current` must hold it unchanged, then the
         assistant message made of the sampled completion, then the new messages (tool results, user turns).
-        Returned: the end-of-turn marker if the model did not sample it (cut by a length limit or a stop
-        string), whatever the template writes after an assistant turn, the new messages and the next
-        generation prompt. Raises `HistoryRewritten` where `current` does not extend `previous`.
+        The ids start with the end-of-turn token when the model did not sample it (a length limit cut it).
         """
         n = len(previous)
         if tools != previous_tools or len(current) <= n or current[:n] != previous or current[n].get("role") != "assistant":
             raise HistoryRewritten
-        before = self.render(current[: n + 1], tools, add_generation_prompt=False)
-        after = self.render(current, tools, add_generation_prompt=True)
-        if not after.startswith(before):
-            raise HistoryRewritten
-        closed_at = before.rfind(self.end_of_turn)
-        if closed_at < 0:
-            raise HistoryRewritten
-        inserted = before[closed_at + len(self.end_of_turn):] + after[len(before):]
-        ids = [] if sampled_end_of_turn else list(self.end_of_turn_ids)
-        return ids + self.encode(inserted)
+        try:
+            return render_suffix_ids(self.tokenizer, self.template, current[: n + 1], current[n + 1:], tools,
+                                     include_end_of_turn=not sampled_end_of_turn)
+        except NotPrefixPreserving as error:
+            raise HistoryRewritten from error
 
     def ends_turn(self, completion_ids: list[int]) -> bool:
-        k = len(self.end_of_turn_ids)
-        return k > 0 and completion_ids[-k:] == self.end_of_turn_ids
+        return bool(completion_ids) and completion_ids[-1] == self.end_of_turn_id

@@ -1,0 +1,241 @@
+"""`VLLMEngine`: vLLM 0.26's `AsyncLLM` as an `InferenceEngine` (GPU; token-in/token-out, processed logprobs).
+
+vLLM is imported when an engine is created, never at import time; without it, creating one raises an
+ImportError that names the extra to install.
+
+Weight updates. `AsyncLLM` runs the engine core (scheduler + model worker) in a child process, so the
+learner's tensors cannot simply be copied into the model as with `vllm.LLM` in one process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0` only affects `LLMEngine`/`LLM`, not `AsyncLLM`). This engine uses vLLM's
+built-in CUDA-IPC weight transfer (`weight_transfer_config={"backend": "ipc"}`): the learner's GPU tensors
+are shared by handle, without a copy through the socket, and the worker loads them with the model's own
+`load_weights`. That suits the colocated mode (learner and engine on the same GPU). The handles are
+pickled across vLLM's ZMQ socket, which vLLM allows only with `VLLM_ALLOW_INSECURE_SERIALIZATION=1`; the
+engine sets it (if unset) before starting the engine core. Alternatives, not implemented here: the
+`"nccl"` backend (learner and engine on different GPUs; `init_weight_transfer_engine` with a rendezvous
+address, then `NCCLWeightTransferEngine.trainer_send_weights`), or a `worker_extension_cls` method that
+receives CPU tensors through `collective_rpc` (a copy through the socket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent_rl.engines.base import Completion, EngineClosedError, NamedTensors, SamplingParams, iter_named_tensors
+
+if TYPE_CHECKING:
+    import torch
+
+WeightSync = Literal["ipc", "none"]
+
+_IPC_CHUNK_BYTES = 1 << 30
+"""Weights are shared in chunks of about this many bytes, so the cast copies stay bounded in GPU memory."""
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(
+            "VLLMEngine needs vLLM 0.26.0, which is not installed. On a GPU machine run "
+            "`pip install 'agent-rl[vllm]'`; on a CPU-only machine use the HF engine (`HFEngine`)."
+        ) from error
+    return vllm
+
+
+class VLLMEngine:
+    """An `InferenceEngine` on vLLM's `AsyncLLM`, with prefix caching and `logprobs_mode="processed_logprobs"`.
+
+    model: a model directory, hub id or `embedded:<name>`.
+    weight_sync: "ipc" (default) enables `update_weights` from GPU tensors on the same GPU via CUDA IPC;
+        "none" disables weight updates.
+    enable_sleep_mode: needed for `sleep()`/`wake_up()` (colocated training).
+    engine_kwargs: more `vllm.AsyncEngineArgs` fields (e.g. `tensor_parallel_size`, `max_num_seqs`).
+
+    Construction starts the engine core (model load, compile, CUDA graphs: tens of seconds).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tokenizer: str | None = None,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.5,
+        max_model_len: int | None = None,
+        enable_sleep_mode: bool = True,
+        seed: int = 0,
+        enforce_eager: bool = False,
+        weight_sync: WeightSync = "ipc",
+        **engine_kwargs: Any,
+    ) -> None:
+        _import_vllm()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from agent_rl.embedded_model import resolve_model_path
+
+        if weight_sync not in ("ipc", "none"):
+            raise ValueError(f"weight_sync must be 'ipc' or 'none', got {weight_sync!r}.")
+        if weight_sync == "ipc":
+            # CUDA IPC handles hold Python classes, which vLLM's msgpack socket only carries as pickles.
+            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+            engine_kwargs.setdefault("weight_transfer_config", {"backend": "ipc"})
+        path = resolve_model_path(model)
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=resolve_model_path(tokenizer) if tokenizer else None,
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            enable_sleep_mode=enable_sleep_mode,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            **engine_kwargs,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        self.max_model_len: int = self._llm.model_config.max_model_len
+        self._weight_sync = weight_sync
+        self._transfer_ready = False
+        self._closed = False
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Completion]:
+        """`params.n` completions of `prompt_ids` (see `InferenceEngine`), sorted by sample index."""
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self._check_open()
+        params = params or SamplingParams()
+        vllm_params = VllmSamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            stop_token_ids=list(params.stop_token_ids) or None,
+            seed=params.seed,
+            ignore_eos=params.ignore_eos,
+            logprobs=0 if params.logprobs else None,  # 0 = only the sampled token's logprob
+            flat_logprobs=True,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        prompt = TokensPrompt(prompt_token_ids=[int(t) for t in prompt_ids])
+        async for output in self._llm.generate(prompt, vllm_params, request_id=uuid.uuid4().hex):
+            final = output
+        if final is None:
+            return []
+        return [_completion(output, params.logprobs) for output in sorted(final.outputs, key=lambda o: o.index)]
+
+    async def update_weights(self, weights: NamedTensors) -> None:
+        """Load new weights by HF name through CUDA IPC, then reset the prefix cache.
+
+        Tensors on the CPU are first copied to the current GPU. Call it with no `generate` in flight (after
+        `wake_up()` in colocated mode).
+        """
+        import torch
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+
+        self._check_open()
+        if self._weight_sync != "ipc":
+            raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc'.")
+        if not self._transfer_ready:
+            await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
+            self._transfer_ready = True
+        dtype = self._llm.model_config.dtype
+        await self._llm.start_weight_update()
+        try:
+            chunk: list[tuple[str, torch.Tensor]] = []
+            chunk_bytes = 0
+            for name, tensor in iter_named_tensors(weights):
+                shared = tensor.detach().to(device="cuda" if not tensor.is_cuda else tensor.device, dtype=dtype)
+                chunk.append((name, shared.contiguous()))
+                chunk_bytes += shared.numel() * shared.element_size()
+                if chunk_bytes >= _IPC_CHUNK_BYTES:
+                    await self._send_ipc_chunk(chunk)
+                    chunk, chunk_bytes = [], 0
+            if chunk:
+                await self._send_ipc_chunk(chunk)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the worker may already have ended the session
+                await self._llm.finish_weight_update()
+            raise
+        await self._llm.finish_weight_update()
+        await self._llm.reset_prefix_cache()
+
+    async def _send_ipc_chunk(self, chunk: list[tuple[str, torch.Tensor]]) -> None:
+        import torch
+        from torch.multiprocessing.reductions import reduce_tensor
+        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+
+        torch.cuda.synchronize()  # the copies must be complete before another process reads them
+        handles = []
+        for _, tensor in chunk:
+            gpu_uuid = str(torch.cuda.get_device_properties(tensor.device).uuid)
+            handles.append({gpu_uuid: reduce_tensor(tensor)[1]})
+        update_info = {
+            "names": [name for name, _ in chunk],
+            "dtype_names": [str(tensor.dtype).removeprefix("torch.") for _, tensor in chunk],
+            "shapes": [list(tensor.shape) for _, tensor in chunk],
+            "ipc_handles": handles,
+            "packed": False,
+        }
+        await self._llm.update_weights(WeightTransferUpdateRequest(update_info=update_info))
+        chunk.clear()  # the worker has loaded them: drop our references before freeing IPC memory
+        torch.cuda.ipc_collect()
+
+    async def sleep(self, level: int = 1) -> None:
+        """Free GPU memory: level 1 offloads the weights to the CPU and drops the KV cache; level 2 drops both
+        (then `update_weights` must follow `wake_up`). Needs `enable_sleep_mode=True`."""
+        self._check_open()
+        await self._llm.sleep(level)
+
+    async def wake_up(self) -> None:
+        """Restore the weights and the KV cache memory after `sleep`."""
+        self._check_open()
+        await self._llm.wake_up()
+        await self._llm.reset_prefix_cache()
+
+    def close(self) -> None:
+        """Shut the engine core down; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._llm.shutdown()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("This VLLMEngine is closed; create a new one.")
+
+
+def _completion(output: Any, with_logprobs: bool) -> Completion:
+    """Our `Completion` from a vLLM `CompletionOutput` (FINAL_ONLY, `logprobs=0`)."""
+    token_ids = list(output.token_ids)
+    logprobs: list[float] = []
+    if with_logprobs and output.logprobs is not None:
+        logprobs = _sampled_logprobs(output.logprobs, token_ids)
+    finish_reason = output.finish_reason if output.finish_reason in ("stop", "length", "abort") else "abort"
+    return Completion(
+        token_ids=token_ids,
+        logprobs=logprobs,
+        finish_reason=finish_reason,
+        text=output.text,
+        stop_reason=output.stop_reason,
+    )
+
+
+def _sampled_logprobs(logprobs: Any, token_ids: list[int]) -> list[float]:
+    """The logprob of each sampled token, from `FlatLogprobs` or from a list of `{token_id: Logprob}`."""
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs: the sampled token comes first at each position
+        values = []
+        for position, token in enumerate(token_ids):
+            start, end = logprobs.start_indices[position], logprobs.end_indices[position]
+            at = start if logprobs.token_ids[start] == token else logprobs.token_ids.index(token, start, end)
+            values.append(logprobs.logprobs[at])
+        return values
+    return [position[token].logprob for position, token in zip(logprobs, token_ids, strict=True)]
