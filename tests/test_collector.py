@@ -127,7 +127,7 @@ async def test_a_failing_episode_does_not_take_down_the_batch(tokenizer):
 
 
 async def test_madness_nonsense_gets_the_madness_reward(tokenizer):
-    engine = ScriptedEngine(tokenizer, ["la " * 40 + "\\boxed{12}"])
+    engine = ScriptedEngine(tokenizer, ["\\boxed{12} " + "la " * 40])
     batch = await collector(lambda: agent_env.make("agent_env/MathAgent-v0"), engine, tokenizer,
                             madness_checks=["nonsense", "wrong_toolcall"], madness_reward=-0.5).collect([TASK], 1)
     (episode,) = batch.episodes
