@@ -13,17 +13,16 @@ import time
 import uuid
 from pathlib import Path
 
+import agent_env
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-
-import agent_env
 from agent_env.cli import main as cli_main
 from agent_env.evaluation import OpenAIChatPolicy, aevaluate, evaluate, pass_at_k, reported_ks
 from agent_env.service.server import EnvService, create_app
 from agent_env.tasks import ArithmeticTasks
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTION = re.compile(r"What is (-?\d+) ([-+*]) (-?\d+)\?")
@@ -296,6 +295,13 @@ def test_cli_eval_against_an_unreachable_endpoint_fails_with_the_cause(tmp_path,
     err = capsys.readouterr().err
     assert status == 1
     assert "2 of 2 episodes failed outside the task (policy_error: openai.APIConnectionError: Connection error.)" in err
+
+
+def test_cli_eval_user_errors_exit_2_with_the_fix(tmp_path, capsys):
+    assert cli_main(["eval", "--env", "agent_env/MathAgnt-v0", "--endpoint", "http://127.0.0.1:9/v1"]) == 2
+    assert "Did you mean 'agent_env/MathAgent-v0'?" in capsys.readouterr().err
+    assert cli_main(["eval", "--config", str(tmp_path / "missing.yaml"), "--endpoint", "http://127.0.0.1:9/v1"]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
 
 
 def test_service_evaluate_endpoint_runs_an_eval_server_side(endpoint):

@@ -12,17 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import agent_env
 import gymnasium
 import httpx
 import pytest
 import uvicorn
-from gymnasium.utils.env_checker import check_env as gymnasium_check_env
-
-import agent_env
 from agent_env import JudgeResult, Task, Workflow, WorkflowOutput
 from agent_env.service import EnvServiceTasks, RemoteAgentEnv, SessionNotFoundError
 from agent_env.service.server import EnvService, create_app, is_loopback
 from agent_env.tasks import ArithmeticTasks
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 TASK = Task(main_query="What is 7 + 5?", task_id="t-add", metadata={"answer": "12"})
 HERE = Path(__file__).resolve()
@@ -390,3 +389,19 @@ def test_agent_env_serve_command_serves_the_chosen_envs(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_service_client_and_eval_import_without_torch():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'vllm', 'transformers', 'deepspeed', 'ray'):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import agent_env.cli, agent_env.evaluation, agent_env.service.server, agent_env.service.client\n"
+        "agent_env.service.server.create_app()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

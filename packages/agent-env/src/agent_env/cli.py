@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -26,7 +27,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except _user_errors() as error:  # a wrong config, id, reference or data source: the message says what to fix
+        print(f"agent-env {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    import gymnasium as gym
+
+    from agent_env.config import ConfigError
+    from agent_env.loading import LoadError
+    from agent_env.service.client import EnvServiceError
+    from agent_env.tasks import TaskSourceError
+
+    return ConfigError, LoadError, TaskSourceError, EnvServiceError, gym.error.NameNotFound
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--temperature", type=float, help="sampling temperature (default: the config's "
                           "ajet.rollout.val_kwargs.temperature, else 0.0 for k=1 and 1.0 for k>1)")
     evaluate.add_argument("--top-p", type=float, help="nucleus sampling (default: the endpoint's)")
-    evaluate.add_argument("--max-tokens", type=int, help="most tokens per completion (default: the endpoint's)")
+    evaluate.add_argument("--max-tokens", type=int, help="most tokens per completion (default: the config's "
+                          "ajet.rollout.max_response_length_in_one_turn, else the endpoint's)")
     evaluate.add_argument("--output", type=Path, help="JSON report path (default: launcher_record/<experiment>/eval_<split>.json "
                           "with --config, else eval_results.json)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -114,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agent_env.evaluation import EVAL_ONLY_REASONS, OpenAIChatPolicy, evaluate
+    from agent_env.evaluation import EVAL_ONLY_REASONS, EvalReport, OpenAIChatPolicy, aevaluate
 
     if args.config is not None:
         from agent_env.config import load_config
@@ -128,6 +145,7 @@ def _eval(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else val.num_repeat
         temperature = args.temperature if args.temperature is not None else val.temperature
         top_p = args.top_p if args.top_p is not None else (val.top_p if val.top_p < 1.0 else None)
+        max_tokens = args.max_tokens if args.max_tokens is not None else config.ajet.rollout.max_response_length_in_one_turn
         experiment = config.ajet.experiment_name or Path(args.config).stem
         output = args.output or Path("launcher_record") / experiment / f"eval_{args.split}.json"
         source = {"config": str(config.config_path)}
@@ -135,7 +153,7 @@ def _eval(args: argparse.Namespace) -> int:
         env_factory, tasks = _env_and_tasks_from_id(args.env_id, args.env_kwargs, args.split)
         k = args.k if args.k is not None else 1
         temperature = args.temperature if args.temperature is not None else (0.0 if k == 1 else 1.0)
-        top_p = args.top_p
+        top_p, max_tokens = args.top_p, args.max_tokens
         output = args.output or Path("eval_results.json")
         source = {"env_id": args.env_id, "env_kwargs": args.env_kwargs}
     if k < 1:
@@ -148,16 +166,21 @@ def _eval(args: argparse.Namespace) -> int:
     if len(tasks) == 0:
         raise SystemExit(f"agent-env eval: the {args.split!r} split has no tasks.")
 
-    policy = OpenAIChatPolicy(args.endpoint, args.model, args.api_key, temperature=temperature, top_p=top_p, max_tokens=args.max_tokens)
+    policy = OpenAIChatPolicy(args.endpoint, args.model, args.api_key, temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     progress = None if args.no_progress else _progress_bar(len(tasks) * k)
     metadata = {**source, "endpoint": args.endpoint, "model": args.model, "split": args.split, "temperature": temperature,
-                "top_p": top_p, "max_tokens": args.max_tokens}
-    try:
-        report = evaluate(env_factory, policy, tasks, k=k, concurrency=args.concurrency,
-                          on_episode=(lambda _: progress.update()) if progress else None, metadata=metadata)
-    finally:
-        if progress is not None:
-            progress.close()
+                "top_p": top_p, "max_tokens": max_tokens}
+
+    async def run() -> EvalReport:
+        try:
+            return await aevaluate(env_factory, policy, tasks, k=k, concurrency=args.concurrency,
+                                   on_episode=(lambda _: progress.update()) if progress else None, metadata=metadata)
+        finally:
+            await policy.aclose()
+            if progress is not None:
+                progress.close()
+
+    report = asyncio.run(run())
     report.metadata["model"] = policy.model
     print(report.format_table())
     path = report.write_json(output)

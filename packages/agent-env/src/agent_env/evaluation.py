@@ -224,7 +224,7 @@ async def aevaluate(
 ) -> EvalReport:
     """Run `k` episodes of every task with `policy`, at most `concurrency` at once, and aggregate them.
 
-    `env_factory()` is called once per concurrent worker; each worker reuses its env for its episodes, picking
+    `env_factory()` is called once per concurrent worker, before any episode starts; each worker reuses its env for its episodes, picking
     the task with `reset(options={"task": task, "repeat_index": r})`. Envs with async twins (`AgentEnv`,
     `RemoteAgentEnv`) run on this loop; others run in threads. A policy or env that raises ends that episode
     (`policy_error` / `env_error`, a failure) and the eval goes on. `on_episode` is called after each episode
@@ -240,9 +240,9 @@ async def aevaluate(
             jobs.put_nowait((task_index, task, repeat_index))
     results: list[EpisodeResult] = []
     started = time.perf_counter()
+    envs = [env_factory() for _ in range(min(concurrency, jobs.qsize()))]  # a broken factory fails before any episode
 
-    async def worker() -> None:
-        env = env_factory()
+    async def worker(env: gym.Env) -> None:
         try:
             while not jobs.empty():
                 task_index, task, repeat_index = jobs.get_nowait()
@@ -253,7 +253,7 @@ async def aevaluate(
         finally:
             await _close(env)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, jobs.qsize()))))
+    await asyncio.gather(*(worker(env) for env in envs))
     return EvalReport.from_episodes(results, k, time.perf_counter() - started, metadata)
 
 

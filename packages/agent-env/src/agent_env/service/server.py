@@ -409,5 +409,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, env_ids: Sequence[s
             "\n%s\nEnvService is binding %s: every machine that can reach port %d can create sessions and run the "
             "served envs' workflows and tools on this host, with no authentication. Bind 127.0.0.1 (the default) "
             "and tunnel (ssh -L) unless this network is trusted.\n%s", "!" * 78, host, port, "!" * 78)
-    app = create_app(EnvService(env_ids, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s))
+    service = EnvService(env_ids, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+    logger.info("EnvService: serving %s at http://%s:%d (at most %d sessions, released after %g s idle; schema at /schema)",
+                ", ".join(service.served_env_ids()), host, port, max_sessions, idle_timeout_s)
+    app = create_app(service)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

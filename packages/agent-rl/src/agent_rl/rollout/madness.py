@@ -18,15 +18,14 @@ _MAX_PERIOD = 32
 
 
 def is_repetition_loop(token_ids: list[int], min_repeats: int = _MIN_REPEATS, max_period: int = _MAX_PERIOD) -> bool:
-    """True when the sequence ends with one pattern of <= `max_period` tokens repeated >= `min_repeats` times."""
-    n = len(token_ids)
+    """True when some pattern of <= `max_period` tokens repeats back to back >= `min_repeats` times anywhere."""
     for period in range(1, max_period + 1):
-        span = period * min_repeats
-        if span > n:
-            break
-        tail = token_ids[n - span:]
-        if all(tail[i] == tail[i % period] for i in range(span)):
-            return True
+        needed = period * (min_repeats - 1)
+        run = 0
+        for i in range(period, len(token_ids)):
+            run = run + 1 if token_ids[i] == token_ids[i - period] else 0
+            if run >= needed:
+                return True
     return False
 
 
