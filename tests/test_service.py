@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 from agent_env import JudgeResult, Task, Workflow, WorkflowOutput
-from agent_env.service import EnvServiceTasks, RemoteAgentEnv, SessionNotFoundError
+from agent_env.service import EnvServiceError, EnvServiceTasks, RemoteAgentEnv, SessionNotFoundError
 from agent_env.service.server import EnvService, create_app, is_loopback
 from agent_env.tasks import ArithmeticTasks
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
@@ -271,6 +271,19 @@ def test_unknown_env_id_gets_the_nearest_served_one():
         assert httpx.get(f"{running.url}/envs").json() == {"env_ids": ["agent_env/Workflow-v0"]}
         response = httpx.post(f"{running.url}/sessions", json={"env_id": "agent_env/MathAgent-v0"})
         assert response.status_code == 403 and "--env agent_env/MathAgent-v0" in response.json()["error"]["message"]
+
+
+def test_sessions_beyond_the_limit_are_refused_until_one_is_released():
+    with LoopbackServer(EnvService(max_sessions=1, idle_timeout_s=60)) as running:
+        first = RemoteAgentEnv(running.url, "agent_env/Workflow-v0", **chat_loop_kwargs())
+        first.reset(seed=0)
+        second = RemoteAgentEnv(running.url, "agent_env/Workflow-v0", **chat_loop_kwargs())
+        with pytest.raises(EnvServiceError, match="--max-sessions 1") as refused:
+            second.reset(seed=0)
+        assert refused.value.status == 503
+        first.close()
+        assert second.reset(seed=0)[1]["turn"] == 0
+        second.close()
 
 
 def test_bad_env_kwargs_are_a_clear_client_error(server):

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""agent-cli: the `agent-rl` and `ajet` commands, driven by one YAML config."""

@@ -100,6 +100,7 @@ class EnvService:
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
         self.sessions: dict[str, _Session] = {}
+        self._creating = 0
         self._build_lock = threading.Lock()
         self._task_cache: dict[str, Sequence[Task]] = {}
 
@@ -144,9 +145,13 @@ class EnvService:
 
     async def create(self, request: CreateSessionRequest) -> CreateSessionResponse:
         env_id = self.resolve_env_id(request.env_id)
-        if len(self.sessions) >= self.max_sessions:
-            raise ServiceError(503, "TooManySessions", f"{len(self.sessions)} sessions are open, the limit (--max-sessions {self.max_sessions}); release finished sessions (close() the client env) or raise the limit.")
-        env = await self._build_env(env_id, request.env_kwargs)
+        if len(self.sessions) + self._creating >= self.max_sessions:
+            raise ServiceError(503, "TooManySessions", f"{len(self.sessions) + self._creating} sessions are open, the limit (--max-sessions {self.max_sessions}); release finished sessions (close() the client env) or raise the limit.")
+        self._creating += 1  # counted while its env is built, so concurrent creates cannot overshoot the limit
+        try:
+            env = await self._build_env(env_id, request.env_kwargs)
+        finally:
+            self._creating -= 1
         session = _Session(session_id=uuid.uuid4().hex, env_id=env_id, env=env)
         self.sessions[session.session_id] = session
         return CreateSessionResponse(session_id=session.session_id, env_id=env_id, idle_timeout_s=self.idle_timeout_s)

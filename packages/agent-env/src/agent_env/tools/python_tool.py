@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: agentscope builds the tool schema from the real annotations
 # of `code`. agentscope itself is imported only when a tool runs or the patch is installed (it takes seconds).
 
+import asyncio
 import importlib
 import logging
 import threading
@@ -71,7 +72,7 @@ def make_execute_python_code(
     `Toolkit.register_tool_function(tool)` gives the model the schema `{"code": string}`; the timeout and
     every limit come from `config` and are not in the schema. Pass `sandbox` to share one `PythonSandbox`
     (and its warm workers) between tools; otherwise one is built from `config`, which checks isolation now
-    and raises `SandboxUnavailableError` when there is none and `config.allow_unisolated` is off. The
+    (a blocking probe of about 50 ms, once per process) and raises `SandboxUnavailableError` when there is none and `config.allow_unisolated` is off. The
     returned function has a `sandbox` attribute; `tool.sandbox.close()` stops its waiting workers.
     """
     if sandbox is None:
@@ -105,7 +106,9 @@ def _default() -> PythonTool:
 
 async def execute_python_code(code: str) -> "ToolResponse":
     # The docstring (the model-facing description) is set below from _TOOL_DOC with the default timeout.
-    return await _default()(code)
+    # The first call builds the default sandbox, whose isolation probe blocks: keep it off the event loop.
+    tool = _default_tool if _default_tool is not None else await asyncio.to_thread(_default)
+    return await tool(code)
 
 
 execute_python_code.__doc__ = _TOOL_DOC.format(timeout=SandboxConfig.model_fields["timeout_s"].default)
