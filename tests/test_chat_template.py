@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-from transformers import AutoTokenizer
+import json
 
+import pytest
 from agent_rl.chat_template import (
     HERMES_TOOLS_TEMPLATE,
     NotPrefixPreserving,
@@ -14,6 +14,7 @@ from agent_rl.chat_template import (
     template_supports_tools,
 )
 from agent_rl.embedded_model import embedded_model_dir
+from transformers import AutoTokenizer
 
 TOOLS = [
     {
@@ -21,14 +22,18 @@ TOOLS = [
         "function": {
             "name": "calculate",
             "description": "Evaluate an arithmetic expression.",
-            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"expression": {"type": "string"}},
+                "required": ["expression"],
+            },
         },
     }
 ]
 
 
 def call(call_id: str, expression: str) -> dict:
-    arguments = '{"expression": "%s"}' % expression
+    arguments = json.dumps({"expression": expression})
     return {"id": call_id, "type": "function", "function": {"name": "calculate", "arguments": arguments}}
 
 
@@ -61,7 +66,9 @@ def canonical_completion_ids(tokenizer, template, messages, index) -> list[int]:
     before = tokenizer.apply_chat_template(
         messages[:index], tools=TOOLS, chat_template=template, tokenize=False, add_generation_prompt=True
     )
-    through = tokenizer.apply_chat_template(messages[: index + 1], tools=TOOLS, chat_template=template, tokenize=False)
+    through = tokenizer.apply_chat_template(
+        messages[: index + 1], tools=TOOLS, chat_template=template, tokenize=False
+    )
     turn = through[len(before) :]
     assert turn.endswith("<|im_end|>\n")
     return tokenizer(turn.removesuffix("\n"), add_special_tokens=False)["input_ids"]
@@ -95,8 +102,8 @@ def test_overrides_by_name_text_and_path(tokenizer, tmp_path):
 
 
 def test_builtin_needs_chatml_tokens():
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -106,7 +113,9 @@ def test_builtin_needs_chatml_tokens():
 
 
 def test_assistant_message_with_content_and_tool_calls_renders_hermes_blocks(tokenizer, template):
-    text = tokenizer.apply_chat_template(CONVERSATION[:5], tools=TOOLS, chat_template=template, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        CONVERSATION[:5], tools=TOOLS, chat_template=template, tokenize=False
+    )
     assert text.endswith(
         "<|im_start|>user\nWhat is (12 + 30) * 2?<|im_end|>\n"
         "<|im_start|>assistant\nFirst the sum.\n"
@@ -125,7 +134,11 @@ def test_assistant_message_with_content_and_tool_calls_renders_hermes_blocks(tok
 def test_dict_arguments_and_content_parts_render_like_strings(tokenizer, template):
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "Add "}, {"type": "text", "text": "them."}]},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "add", "arguments": {"a": 1}}}],
+        },
     ]
     text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
     assert text == (
@@ -166,7 +179,9 @@ def test_prompt_plus_sampled_ids_plus_suffixes_equals_the_whole_rendered_convers
 
 
 def test_suffix_for_a_turn_cut_off_before_its_end_token_starts_with_it(tokenizer, template):
-    suffix = render_suffix_ids(tokenizer, template, CONVERSATION[:3], CONVERSATION[3:4], TOOLS, include_end_of_turn=True)
+    suffix = render_suffix_ids(
+        tokenizer, template, CONVERSATION[:3], CONVERSATION[3:4], TOOLS, include_end_of_turn=True
+    )
     assert suffix[0] == tokenizer.eos_token_id
     assert suffix[1:] == render_suffix_ids(tokenizer, template, CONVERSATION[:3], CONVERSATION[3:4], TOOLS)
 
@@ -177,7 +192,9 @@ def test_a_template_that_rewrites_earlier_turns_raises_not_prefix_preserving(tok
         "{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     with pytest.raises(NotPrefixPreserving, match="first difference at character"):
-        render_suffix_ids(tokenizer, last_turn_marked, CONVERSATION[7:9], [{"role": "user", "content": "Thanks"}])
+        render_suffix_ids(
+            tokenizer, last_turn_marked, CONVERSATION[7:9], [{"role": "user", "content": "Thanks"}]
+        )
 
 
 def test_a_template_without_an_end_of_turn_token_raises_not_prefix_preserving(tokenizer):

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
 from agent_rl import embedded_model
 from agent_rl.embedded_model import (
     DEFAULT_MODEL,
@@ -20,6 +18,7 @@ from agent_rl.embedded_model import (
     resolve_model_path,
     tiny_random_model_dir,
 )
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,6 +57,7 @@ def test_converted_tokenizer_ends_turns_with_im_end():
     assert generation["eos_token_id"] == 2
 
 
+@pytest.mark.slow
 def test_embedded_model_is_plain_float32_and_can_be_trained_and_saved(tmp_path):
     config = AutoConfig.from_pretrained(embedded_model_dir())
     assert getattr(config, "quantization_config", None) is None
@@ -98,7 +98,8 @@ def test_concurrent_processes_build_a_cache_entry_once(tmp_path):
     ).format(log=tmp_path / "builds.log")
     env = {**os.environ, "AGENT_RL_CACHE": str(tmp_path / "cache")}
     workers = [
-        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
     ]
     outputs = [worker.communicate(timeout=60)[0].strip() for worker in workers]
     assert all(worker.returncode == 0 for worker in workers)
@@ -121,7 +122,9 @@ def test_a_cache_entry_from_an_older_format_is_rebuilt(tmp_path, monkeypatch):
 
     path = embedded_model._cached("entry", build, source="s")
     assert sorted(p.name for p in path.iterdir()) == ["agent_rl_model.json", "new.bin"]
-    assert embedded_model._cached("entry", lambda out: pytest.fail("rebuilt a fresh entry"), source="s") == path
+    assert (
+        embedded_model._cached("entry", lambda out: pytest.fail("rebuilt a fresh entry"), source="s") == path
+    )
 
 
 def test_missing_gguf_package_says_what_to_install(monkeypatch):

@@ -7,12 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
 from agent_rl.chat_template import get_chat_template, render_prompt_ids
 from agent_rl.embedded_model import embedded_model_dir, tiny_random_model_dir
 from agent_rl.engines import Completion, EngineClosedError, HFEngine, InferenceEngine, SamplingParams
 from agent_rl.engines.sampling import processed_logprobs
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 PROMPTS = [[1, 4093, 198, *range(100, 100 + k)] for k in (3, 11, 26)]
 
@@ -40,7 +39,9 @@ def smol_engine():
     engine.close()
 
 
-def teacher_forced_logprobs(model, prompt: list[int], completion: Completion, params: SamplingParams) -> torch.Tensor:
+def teacher_forced_logprobs(
+    model, prompt: list[int], completion: Completion, params: SamplingParams
+) -> torch.Tensor:
     """Logprobs of the completion's tokens from one unpadded forward pass over prompt + completion."""
     with torch.no_grad():
         logits = model(torch.tensor([prompt + completion.token_ids])).logits[0, len(prompt) - 1 : -1]
@@ -59,7 +60,9 @@ async def test_logprobs_of_batched_samples_match_a_teacher_forced_forward(tiny_e
         SamplingParams(temperature=1.3, max_tokens=7, ignore_eos=True),
         SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True),
     ]
-    results = await asyncio.gather(*(tiny_engine.generate(p, q) for p, q in zip(PROMPTS, params, strict=True)))
+    results = await asyncio.gather(
+        *(tiny_engine.generate(p, q) for p, q in zip(PROMPTS, params, strict=True))
+    )
     assert [len(r) for r in results] == [2, 1, 1]
     for prompt, request_params, completions in zip(PROMPTS, params, results, strict=True):
         for completion in completions:
@@ -69,13 +72,20 @@ async def test_logprobs_of_batched_samples_match_a_teacher_forced_forward(tiny_e
 
 
 async def test_greedy_logprobs_are_those_of_the_raw_logits(tiny_engine):
-    [completion] = await tiny_engine.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    [completion] = await tiny_engine.generate(
+        PROMPTS[0], SamplingParams(temperature=0, max_tokens=5, ignore_eos=True)
+    )
     with torch.no_grad():
-        logits = tiny_engine.model(torch.tensor([PROMPTS[0] + completion.token_ids])).logits[0, len(PROMPTS[0]) - 1 : -1]
+        logits = tiny_engine.model(torch.tensor([PROMPTS[0] + completion.token_ids])).logits[
+            0, len(PROMPTS[0]) - 1 : -1
+        ]
     raw = logits.log_softmax(-1)
     assert completion.token_ids == raw.argmax(-1).tolist()
     torch.testing.assert_close(
-        torch.tensor(completion.logprobs), raw.gather(1, raw.argmax(-1, keepdim=True)).squeeze(1), atol=1e-4, rtol=0
+        torch.tensor(completion.logprobs),
+        raw.gather(1, raw.argmax(-1, keepdim=True)).squeeze(1),
+        atol=1e-4,
+        rtol=0,
     )
 
 
@@ -107,7 +117,11 @@ async def test_n_samples_of_a_seeded_request_are_reproducible_and_distinct(tiny_
 
 async def test_max_tokens_ends_with_length(tiny_engine):
     [completion] = await tiny_engine.generate(PROMPTS[0], SamplingParams(max_tokens=3, ignore_eos=True))
-    assert (len(completion.token_ids), completion.finish_reason, completion.stop_reason) == (3, "length", None)
+    assert (len(completion.token_ids), completion.finish_reason, completion.stop_reason) == (
+        3,
+        "length",
+        None,
+    )
 
 
 async def test_stop_token_id_ends_the_completion_and_is_kept(tiny_engine):
@@ -116,7 +130,8 @@ async def test_stop_token_id_ends_the_completion_and_is_kept(tiny_engine):
     stop_token = reference.token_ids[3]
     first = reference.token_ids.index(stop_token)
     [stopped] = await tiny_engine.generate(
-        PROMPTS[2], SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, stop_token_ids=(stop_token,))
+        PROMPTS[2],
+        SamplingParams(temperature=0, max_tokens=10, ignore_eos=True, stop_token_ids=(stop_token,)),
     )
     assert stopped.token_ids == reference.token_ids[: first + 1]
     assert (stopped.finish_reason, stopped.stop_reason) == ("stop", stop_token)
@@ -127,9 +142,15 @@ async def test_stop_string_cuts_the_text_but_keeps_every_sampled_token(tiny_engi
     sampled = SamplingParams(temperature=1.0, max_tokens=16, ignore_eos=True, seed=5)  # seeded: replayable
     [reference] = await tiny_engine.generate(PROMPTS[1], sampled)
     full_text = tokenizer.decode(reference.token_ids, skip_special_tokens=True)
-    start = next(i for i in range(4, len(full_text) - 3) if full_text[i : i + 3].isascii() and full_text[i : i + 3].isalnum())
+    start = next(
+        i
+        for i in range(4, len(full_text) - 3)
+        if full_text[i : i + 3].isascii() and full_text[i : i + 3].isalnum()
+    )
     stop = full_text[start : start + 3]
-    completing = next(k for k in range(1, 17) if stop in tokenizer.decode(reference.token_ids[:k], skip_special_tokens=True))
+    completing = next(
+        k for k in range(1, 17) if stop in tokenizer.decode(reference.token_ids[:k], skip_special_tokens=True)
+    )
     [stopped] = await tiny_engine.generate(PROMPTS[1], dataclasses.replace(sampled, stop=(stop,)))
     assert stopped.token_ids == reference.token_ids[:completing]
     assert stopped.text == full_text[: full_text.find(stop)]
@@ -184,7 +205,9 @@ async def test_sleep_blocks_generate_until_wake_up():
 
 async def test_close_aborts_running_requests_and_is_idempotent():
     engine = HFEngine(tiny_random_model_dir(), seed=0)
-    running = asyncio.ensure_future(engine.generate(PROMPTS[0], SamplingParams(max_tokens=5000, ignore_eos=True)))
+    running = asyncio.ensure_future(
+        engine.generate(PROMPTS[0], SamplingParams(max_tokens=5000, ignore_eos=True))
+    )
     await asyncio.sleep(0.2)
     engine.close()
     engine.close()
@@ -199,7 +222,9 @@ async def test_a_prompt_that_fills_the_context_is_rejected_with_the_limit():
     try:
         with pytest.raises(ValueError, match="max_model_len is 16"):
             await engine.generate(list(range(100, 116)), SamplingParams(max_tokens=2))
-        [completion] = await engine.generate(list(range(100, 112)), SamplingParams(max_tokens=50, ignore_eos=True))
+        [completion] = await engine.generate(
+            list(range(100, 112)), SamplingParams(max_tokens=50, ignore_eos=True)
+        )
         assert (len(completion.token_ids), completion.finish_reason) == (4, "length")
     finally:
         engine.close()
@@ -230,7 +255,8 @@ async def test_smollm2_ends_its_turn_with_im_end_which_is_kept_with_its_logprob(
 
 
 @pytest.mark.parametrize(
-    ("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.6, 5, 1.0), (1.4, 0, 0.8), (0.8, 7, 0.5), (1.0, 1, 1.0)]
+    ("temperature", "top_k", "top_p"),
+    [(1.0, 0, 1.0), (0.6, 5, 1.0), (1.4, 0, 0.8), (0.8, 7, 0.5), (1.0, 1, 1.0)],
 )
 def test_processed_logprobs_match_transformers_logits_warpers(temperature, top_k, top_p):
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 3
@@ -239,7 +265,9 @@ def test_processed_logprobs_match_transformers_logits_warpers(temperature, top_k
         reference = TopKLogitsWarper(top_k)(None, reference)
     if top_p < 1:
         reference = TopPLogitsWarper(top_p)(None, reference)
-    torch.testing.assert_close(processed_logprobs(logits, temperature, top_k, top_p), reference.log_softmax(-1))
+    torch.testing.assert_close(
+        processed_logprobs(logits, temperature, top_k, top_p), reference.log_softmax(-1)
+    )
 
 
 def test_processed_logprobs_leave_greedy_rows_unscaled_and_unfiltered():
@@ -281,3 +309,21 @@ def test_vllm_engine_without_vllm_says_what_to_install():
 
     with pytest.raises(ImportError, match=r"pip install 'agent-rl\[vllm\]'"):
         VLLMEngine("embedded:SmolLM2-135M-Instruct")
+
+
+async def test_a_model_shared_with_a_learner_keeps_its_training_mode_and_weights():
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_random_model_dir(), attention_dropout=0.5).train()
+    engine = HFEngine(model, tiny_random_model_dir(), seed=0)
+    try:
+        params = SamplingParams(temperature=1.0, max_tokens=5, ignore_eos=True)
+        [completion] = await engine.generate(PROMPTS[0], params)
+        assert model.training and all(p.requires_grad for p in model.parameters())
+        model.eval()
+        expected = teacher_forced_logprobs(model, PROMPTS[0], completion, params)  # sampled without dropout
+        torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-4, rtol=0)
+        with pytest.raises(ValueError, match="outside the model's vocabulary"):
+            await engine.generate([1, 49152], params)
+    finally:
+        engine.close()

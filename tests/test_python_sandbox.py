@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import json
 import os
 import re
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,6 @@ from agent_env.tools import (
     SandboxStatus,
     SandboxUnavailableError,
     check_isolation,
-    install_sandboxed_python_tool,
     make_execute_python_code,
     sandbox_status,
 )
@@ -88,18 +88,10 @@ def processes_of_uid(uid: int) -> list[int]:
 # --- the normal path, in agentscope's shape -------------------------------------------------------
 
 
-async def test_print_comes_back_as_agentscope_formats_it(sandbox):
-    tool = make_execute_python_code(sandbox=sandbox)
-    from agentscope.tool import execute_python_code as agentscope_tool
-
-    ours = await tool("print(2+2)")
-    theirs = await agentscope_tool("print(2+2)")
-    assert (
-        ours.content[0]["text"]
-        == theirs.content[0]["text"]
-        == "<returncode>0</returncode><stdout>4\n</stdout><stderr></stderr>"
-    )
-    assert ours.metadata["returncode"] == 0 and ours.metadata["isolated"] is True
+async def test_print_comes_back_in_agentscope_result_shape(sandbox):
+    response = await make_execute_python_code(sandbox=sandbox)("print(2+2)")
+    assert response.content[0]["text"] == "<returncode>0</returncode><stdout>4\n</stdout><stderr></stderr>"
+    assert response.metadata["returncode"] == 0 and response.metadata["isolated"] is True
 
 
 async def test_exception_gives_traceback_in_stderr_and_returncode_1(sandbox):
@@ -123,6 +115,9 @@ async def test_long_output_is_capped_with_a_visible_marker(isolated):
     assert result.stdout.startswith("BEGIN") and result.stdout.endswith("END\n")
     assert "[... truncated: " in result.stdout and "limited to 200 characters" in result.stdout
     assert len(result.stdout) < 400
+    noisy = await box.run("import sys\nsys.stderr.write('warning\\n' * 20_000)\nraise ValueError('the end')")
+    assert noisy.returncode == 1 and noisy.truncated
+    assert noisy.stderr.startswith("warning\n") and noisy.stderr.rstrip().endswith("ValueError: the end")
 
 
 @pytest.mark.parametrize("which", ["factory", "module-level default"])
@@ -459,58 +454,67 @@ async def test_unisolated_opt_out_still_scrubs_limits_and_cleans_up(monkeypatch)
 
 # --- swapping agentscope's tool ---------------------------------------------------------------------
 
+# Run in a fresh interpreter: AgentEnv installs the swap process-wide (and keeps it), so a test process
+# that built an env earlier would not show the install/restore cycle from agentscope's own tool.
+SWAP_SCRIPT = r"""
+import asyncio, json, logging
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logging.getLogger("agent_env").addHandler(handler)
+logging.getLogger("agent_env").setLevel(logging.INFO)
+import agentscope.tool, agentscope.tool._coding, agentscope.tool._coding._python
+from agent_env.tools import SandboxConfig, install_sandboxed_python_tool
+homes = [agentscope.tool, agentscope.tool._coding, agentscope.tool._coding._python]
+original = agentscope.tool.execute_python_code
 
-async def test_install_swaps_agentscope_tool_for_in_function_imports_and_reverts(isolated, caplog):
-    import agentscope.tool
-    import agentscope.tool._coding._python
+async def tutorial_style_step():  # imports inside the function, as the tutorial's workflow does
+    from agentscope.message import ToolUseBlock
+    from agentscope.tool import Toolkit, execute_python_code
+    toolkit = Toolkit()
+    toolkit.register_tool_function(execute_python_code)
+    code = "import os; print(os.getuid(), os.environ.get('HOME'))"
+    call = ToolUseBlock(type="tool_use", id="1", name="execute_python_code", input={"code": code})
+    return [c async for c in await toolkit.call_tool_function(call)][-1].content[0]["text"]
 
-    original = agentscope.tool.execute_python_code
-    caplog.set_level(logging.INFO, logger="agent_env")
-
-    async def tutorial_style_workflow_step() -> str:
-        from agentscope.message import ToolUseBlock
-        from agentscope.tool import Toolkit, execute_python_code
-
-        toolkit = Toolkit()
-        toolkit.register_tool_function(execute_python_code)
-        call = ToolUseBlock(
-            type="tool_use",
-            id="1",
-            name="execute_python_code",
-            input={"code": "import os; print(os.getuid())"},
-        )
-        chunks = [chunk async for chunk in await toolkit.call_tool_function(call)]
-        return chunks[-1].content[0]["text"]
-
-    config = SandboxConfig(timeout_s=5, warm_workers=1)
-    first = install_sandboxed_python_tool(config)
-    try:
-        second = install_sandboxed_python_tool(config)
-        assert second.tool is first.tool  # idempotent
-        assert agentscope.tool.execute_python_code is first.tool
-        assert agentscope.tool._coding._python.execute_python_code is first.tool
-        returncode, stdout, _ = RESULT_TEXT.match(await tutorial_style_workflow_step()).groups()
-        assert returncode == "0" and int(stdout) != 0  # ran as the sandbox's unprivileged uid
-        installs = [r for r in caplog.records if "now runs code in the agent_env sandbox" in r.getMessage()]
-        assert len(installs) == 1 and "isolated" in installs[0].getMessage()
-        second.uninstall()
-        assert agentscope.tool.execute_python_code is first.tool  # another handle still holds it
-    finally:
-        first.uninstall()
-        first.uninstall()  # releasing twice is harmless
-    assert agentscope.tool.execute_python_code is original
-    assert agentscope.tool._coding._python.execute_python_code is original
-    with install_sandboxed_python_tool(config) as patch:
-        assert agentscope.tool.execute_python_code is patch.tool
-    assert agentscope.tool.execute_python_code is original
+out = {"agentscope_text": asyncio.run(original("print(2+2)")).content[0]["text"]}
+config = SandboxConfig(timeout_s=5, warm_workers=1)
+first = install_sandboxed_python_tool(config)
+second = install_sandboxed_python_tool(config)
+keeps = install_sandboxed_python_tool()  # no config: keeps the installed one
+out["one_tool"] = second.tool is first.tool and keeps.tool is first.tool and keeps.config == config
+out["patched_everywhere"] = all(m.execute_python_code is first.tool for m in homes)
+out["ours_text"] = asyncio.run(first.tool("print(2+2)")).content[0]["text"]
+out["step"] = asyncio.run(tutorial_style_step())
+second.uninstall()
+keeps.uninstall()
+out["held_by_last_handle"] = agentscope.tool.execute_python_code is first.tool
+first.uninstall()
+first.uninstall()
+out["restored"] = all(m.execute_python_code is original for m in homes)
+with install_sandboxed_python_tool(config) as patch:
+    out["context_patched"] = agentscope.tool.execute_python_code is patch.tool
+out["context_restored"] = agentscope.tool.execute_python_code is original
+out["messages"] = messages
+print(json.dumps(out))
+"""
 
 
-async def test_warm_workers_can_preload_modules(isolated):
-    code = "import sys\nprint('fractions' in sys.modules, 'no_such_module_xyz' in sys.modules)"
-    preload = ("fractions", "no_such_module_xyz")
-    for backend, expected in (("warm", "True False\n"), ("cold", "False False\n")):
-        box = PythonSandbox(SandboxConfig(preload_modules=preload, warm_workers=1, backend=backend))
-        try:
-            assert [(await box.run(code)).stdout for _ in range(2)] == [expected, expected]
-        finally:
-            box.close()
+def test_install_swaps_agentscope_tool_for_in_function_imports_and_reverts(isolated):
+    done = subprocess.run([sys.executable, "-c", SWAP_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert (
+        out["ours_text"]
+        == out["agentscope_text"]
+        == "<returncode>0</returncode><stdout>4\n</stdout><stderr></stderr>"
+    )
+    assert out["one_tool"] and out["patched_everywhere"] and out["held_by_last_handle"]
+    returncode, stdout, _ = RESULT_TEXT.match(out["step"]).groups()
+    uid, home = stdout.split()
+    assert returncode == "0" and int(uid) != 0 and home == "/tmp"  # ran in the sandbox
+    assert out["restored"] and out["context_patched"] and out["context_restored"]
+    installs = [m for m in out["messages"] if "now runs code in the agent_env sandbox" in m]
+    restores = [m for m in out["messages"] if "restored to agentscope's own" in m]
+    assert len(installs) == 2 and len(restores) == 2  # once per installation, not per call
+    assert "isolated: pid/net/mount/ipc/uts namespaces" in installs[0]

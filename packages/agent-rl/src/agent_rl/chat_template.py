@@ -47,7 +47,7 @@ HERMES_TOOLS_TEMPLATE = (
     "{{- '# Tools\\n\\nYou can call the functions whose JSON signatures are listed inside <tools></tools>:\\n<tools>' -}}"
     "{%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}"
     "{{- '\\n</tools>\\n\\nTo call a function, write a JSON object with its name and arguments inside "
-    "<tool_call></tool_call> tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    '<tool_call></tool_call> tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": '
     "<arguments-json-object>}\\n</tool_call><|im_end|>\\n' -}}"
     "{%- elif messages and messages[0].role == 'system' -%}"
     "{{- '<|im_start|>system\\n' + system_text + '<|im_end|>\\n' -}}"
@@ -104,11 +104,19 @@ _PROBE_MESSAGES = [
             {
                 "id": "call_0",
                 "type": "function",
-                "function": {"name": "agent_rl_probe_tool", "arguments": {"probe_argument": "agent_rl_probe_value"}},
+                "function": {
+                    "name": "agent_rl_probe_tool",
+                    "arguments": {"probe_argument": "agent_rl_probe_value"},
+                },
             }
         ],
     },
-    {"role": "tool", "tool_call_id": "call_0", "name": "agent_rl_probe_tool", "content": "agent_rl_probe_result"},
+    {
+        "role": "tool",
+        "tool_call_id": "call_0",
+        "name": "agent_rl_probe_tool",
+        "content": "agent_rl_probe_result",
+    },
 ]
 
 
@@ -152,7 +160,9 @@ def template_supports_tools(tokenizer: PreTrainedTokenizerBase, template: str) -
     """Whether `template` renders tool schemas, assistant tool calls (with their arguments) and tool results."""
     try:
         with_tools = _render(tokenizer, template, _PROBE_MESSAGES, [_PROBE_TOOL], add_generation_prompt=True)
-        schema_only = _render(tokenizer, template, _PROBE_MESSAGES[:1], [_PROBE_TOOL], add_generation_prompt=True)
+        schema_only = _render(
+            tokenizer, template, _PROBE_MESSAGES[:1], [_PROBE_TOOL], add_generation_prompt=True
+        )
     except Exception:  # a template that cannot take tool messages at all (e.g. `None + str`)
         return False
     return (
@@ -204,7 +214,10 @@ def render_suffix_ids(
     prefix_text = _render(tokenizer, template, prev_messages, tools, add_generation_prompt=False)
     full_text = _render(tokenizer, template, messages, tools, add_generation_prompt=True)
     if not full_text.startswith(prefix_text):
-        at = next((i for i, (a, b) in enumerate(zip(prefix_text, full_text, strict=False)) if a != b), len(full_text))
+        at = next(
+            (i for i, (a, b) in enumerate(zip(prefix_text, full_text, strict=False)) if a != b),
+            len(full_text),
+        )
         raise NotPrefixPreserving(
             f"The chat template renders the {len(prev_messages)} earlier messages differently once "
             f"{len(new_messages)} more are added (first difference at character {at}: "
@@ -250,7 +263,11 @@ def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 def _checked_builtin(tokenizer: PreTrainedTokenizerBase) -> str:
-    missing = [token for token in _CHATML_TOKENS if _encode(tokenizer, token) != [tokenizer.convert_tokens_to_ids(token)]]
+    missing = [
+        token
+        for token in _CHATML_TOKENS
+        if _encode(tokenizer, token) != [tokenizer.convert_tokens_to_ids(token)]
+    ]
     if missing:
         raise ValueError(
             f"The built-in {HERMES_TOOLS_NAME!r} chat template uses ChatML markers, but the tokenizer "
@@ -259,4 +276,3 @@ def _checked_builtin(tokenizer: PreTrainedTokenizerBase) -> str:
             "renders `tools`, assistant `tool_calls` and `tool` messages for this model."
         )
     return HERMES_TOOLS_TEMPLATE
-

@@ -82,7 +82,9 @@ def tiny_random_model_dir() -> str:
     real tokenizer and chat template.
     """
     tokenizer_source = Path(embedded_model_dir())
-    return str(_cached(TINY_RANDOM_NAME, lambda out: _build_tiny_random(tokenizer_source, out), source="random"))
+    return str(
+        _cached(TINY_RANDOM_NAME, lambda out: _build_tiny_random(tokenizer_source, out), source="random")
+    )
 
 
 def _gguf_path() -> Path:
@@ -121,7 +123,7 @@ def _cached(name: str, build: Callable[[Path], None], source: str) -> Path:
             build(tmp)
             marker = {**expected, "build_seconds": round(time.perf_counter() - start, 2)}
             (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like ~/.cache/huggingface
+            tmp.chmod(0o755)  # mkdtemp makes it private; share it like ~/.cache/huggingface
             if final.exists():  # stale: move it aside, then swap the new one in
                 stale = Path(tempfile.mkdtemp(prefix=f".{name}.stale-", dir=models))
                 final.rename(stale / name)

@@ -186,14 +186,17 @@ def install_sandboxed_python_tool(config: SandboxConfig | None = None) -> Python
     processes, e.g. Ray workers, need their own call). Our tool takes `code` only, so a direct Python call
     that passes agentscope's `timeout=` argument fails with a TypeError; the timeout is `config.timeout_s`.
 
-    Idempotent: installing again with an equal config returns a new handle on the same tool; another
-    config swaps the tool for one built from it. The first installation is logged (logger "agent_env",
-    with the isolation in force). Raises `SandboxUnavailableError` without isolation unless
+    Idempotent: installing again with an equal config, or with `config=None`, returns a new handle on
+    the installed tool (so an env that installs with no config keeps a config the user installed
+    earlier); another config swaps the tool for one built from it, for every handle. `None` on a fresh
+    process installs `SandboxConfig()`. The installation and each swap are logged once (logger
+    "agent_env", with the isolation in force). Raises `SandboxUnavailableError` without isolation unless
     `config.allow_unisolated`. Reversible: `handle.uninstall()` or `with install_sandboxed_python_tool():`;
     agentscope's tool is restored when every handle is released.
     """
-    config = config if config is not None else SandboxConfig()
     with _state.lock:
+        if config is None:
+            config = _state.config if _state.config is not None else SandboxConfig()
         if _state.tool is None or _state.config != config:
             tool = make_execute_python_code(config)
             first = _state.tool is None

@@ -57,7 +57,8 @@ class HFEngine:
     """An `InferenceEngine` on a Hugging Face causal LM.
 
     model: a model directory, hub id or `embedded:<name>` (see `agent_rl.embedded_model`), or a loaded
-        `PreTrainedModel` (used as is, on its own device; the engine never changes its `requires_grad`).
+        `PreTrainedModel` (used on its own device and dtype; it is put in eval mode only while a batch runs,
+        and its `requires_grad` is left alone, so a learner can share it).
     tokenizer: needed for stop strings and `Completion.text`; loaded from `model` when that is a path.
     device: default "cuda" when available, else "cpu" (ignored for a loaded model).
     dtype: default float32 on the CPU, bfloat16 on a GPU (ignored for a loaded model).
@@ -96,8 +97,9 @@ class HFEngine:
                 tokenizer = path
         if isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer))
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
+        self._vocab_size = model.get_input_embeddings().num_embeddings
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
         self.batch_window_s = batch_window_s
@@ -113,7 +115,9 @@ class HFEngine:
             self._generator.manual_seed(seed)
         self._queue: list[_Request] = []
         self._scheduler: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-rl-hf")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agent-rl-hf"
+        )
         self._closed = False
         self._asleep = False
 
@@ -126,13 +130,18 @@ class HFEngine:
         prompt = [int(t) for t in prompt_ids]
         if not prompt:
             raise ValueError("generate needs a non-empty prompt_ids list.")
+        if min(prompt) < 0 or max(prompt) >= self._vocab_size:
+            bad = next(t for t in prompt if not 0 <= t < self._vocab_size)
+            raise ValueError(f"Token id {bad} is outside the model's vocabulary (0..{self._vocab_size - 1}).")
         if len(prompt) >= self.max_model_len:
             raise ValueError(
                 f"The prompt has {len(prompt)} tokens but max_model_len is {self.max_model_len}: no room to "
                 "generate. Shorten the prompt or raise max_model_len."
             )
         if params.stop and self.tokenizer is None:
-            raise ValueError("Stop strings need a tokenizer: pass `tokenizer=` to HFEngine, or use stop_token_ids.")
+            raise ValueError(
+                "Stop strings need a tokenizer: pass `tokenizer=` to HFEngine, or use stop_token_ids."
+            )
         loop = asyncio.get_running_loop()
         request = _Request(prompt, params, loop.create_future())
         request.future.add_done_callback(lambda future: setattr(request, "aborted", future.cancelled()))
@@ -167,7 +176,9 @@ class HFEngine:
         self._closed = True
         queued, self._queue = self._queue, []
         for request in queued:
-            _fail_threadsafe(request.future, EngineClosedError("The HFEngine was closed before this request ran."))
+            _fail_threadsafe(
+                request.future, EngineClosedError("The HFEngine was closed before this request ran.")
+            )
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ scheduling (event-loop side)
@@ -208,8 +219,17 @@ class HFEngine:
 
     @torch.inference_mode()
     def _generate_batch(self, requests: list[_Request]) -> list[list[Completion]]:
-        rows = [_Row(r, _row_generator(r.params.seed, i, self.device)) for r in requests for i in range(r.params.n)]
-        self._decode(requests, rows)
+        rows = [
+            _Row(r, _row_generator(r.params.seed, i, self.device))
+            for r in requests
+            for i in range(r.params.n)
+        ]
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling; a model shared with a learner gets its mode back
+        try:
+            self._decode(requests, rows)
+        finally:
+            self.model.train(was_training)
         results: list[list[Completion]] = [[] for _ in requests]
         index = {id(request): i for i, request in enumerate(requests)}
         for row in rows:
@@ -397,4 +417,3 @@ def _fail_threadsafe(future: asyncio.Future, error: BaseException) -> None:
         future.get_loop().call_soon_threadsafe(fail)
     except RuntimeError:  # its loop is closed: nobody is waiting any more
         pass
-

@@ -5,25 +5,28 @@ ImportError that names the extra to install.
 
 Weight updates. `AsyncLLM` runs the engine core (scheduler + model worker) in a child process, so the
 learner's tensors cannot simply be copied into the model as with `vllm.LLM` in one process
-(`VLLM_ENABLE_V1_MULTIPROCESSING=0` only affects `LLMEngine`/`LLM`, not `AsyncLLM`). This engine uses vLLM's
-built-in CUDA-IPC weight transfer (`weight_transfer_config={"backend": "ipc"}`): the learner's GPU tensors
-are shared by handle, without a copy through the socket, and the worker loads them with the model's own
-`load_weights`. That suits the colocated mode (learner and engine on the same GPU). The handles are
-pickled across vLLM's ZMQ socket, which vLLM allows only with `VLLM_ALLOW_INSECURE_SERIALIZATION=1`; the
-engine sets it (if unset) before starting the engine core. Alternatives, not implemented here: the
-`"nccl"` backend (learner and engine on different GPUs; `init_weight_transfer_engine` with a rendezvous
-address, then `NCCLWeightTransferEngine.trainer_send_weights`), or a `worker_extension_cls` method that
-receives CPU tensors through `collective_rpc` (a copy through the socket).
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0` only affects `LLMEngine`/`LLM`, not `AsyncLLM`). `update_weights` shares
+the learner's GPU tensors by CUDA IPC handle and has the worker load them with the model's own
+`load_weights`, through `collective_rpc` and a worker extension (`agent_rl.engines.vllm_weight_sync`): no
+copy through the socket, no pickling. That is the colocated mode (learner and engine on one GPU).
+Alternatives, not implemented here: vLLM's built-in `weight_transfer_config={"backend": "ipc"}` (same idea;
+in 0.26 it needs `ray` installed and `VLLM_ALLOW_INSECURE_SERIALIZATION=1`), and its `"nccl"` backend for a
+learner on other GPUs (`init_weight_transfer_engine` with a rendezvous address, then a broadcast).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent_rl.engines.base import Completion, EngineClosedError, NamedTensors, SamplingParams, iter_named_tensors
+from agent_rl.engines.base import (
+    Completion,
+    EngineClosedError,
+    NamedTensors,
+    SamplingParams,
+    iter_named_tensors,
+)
+from agent_rl.engines.vllm_weight_sync import LOAD_METHOD, WORKER_EXTENSION, share_cuda_tensor
 
 if TYPE_CHECKING:
     import torch
@@ -49,8 +52,8 @@ class VLLMEngine:
     """An `InferenceEngine` on vLLM's `AsyncLLM`, with prefix caching and `logprobs_mode="processed_logprobs"`.
 
     model: a model directory, hub id or `embedded:<name>`.
-    weight_sync: "ipc" (default) enables `update_weights` from GPU tensors on the same GPU via CUDA IPC;
-        "none" disables weight updates.
+    weight_sync: "ipc" (default) enables `update_weights` from tensors on the engine's GPU via CUDA IPC
+        (tensor_parallel_size 1); "none" disables weight updates.
     enable_sleep_mode: needed for `sleep()`/`wake_up()` (colocated training).
     engine_kwargs: more `vllm.AsyncEngineArgs` fields (e.g. `tensor_parallel_size`, `max_num_seqs`).
 
@@ -80,9 +83,12 @@ class VLLMEngine:
         if weight_sync not in ("ipc", "none"):
             raise ValueError(f"weight_sync must be 'ipc' or 'none', got {weight_sync!r}.")
         if weight_sync == "ipc":
-            # CUDA IPC handles hold Python classes, which vLLM's msgpack socket only carries as pickles.
-            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-            engine_kwargs.setdefault("weight_transfer_config", {"backend": "ipc"})
+            if engine_kwargs.get("tensor_parallel_size", 1) != 1:
+                raise ValueError(
+                    "weight_sync='ipc' shares the learner's tensors from one GPU, so it needs "
+                    "tensor_parallel_size=1; use weight_sync='none' for a tensor-parallel engine."
+                )
+            engine_kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         path = resolve_model_path(model)
         args = AsyncEngineArgs(
             model=path,
@@ -100,7 +106,6 @@ class VLLMEngine:
         self._llm = AsyncLLM.from_engine_args(args)
         self.max_model_len: int = self._llm.model_config.max_model_len
         self._weight_sync = weight_sync
-        self._transfer_ready = False
         self._closed = False
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Completion]:
@@ -131,63 +136,44 @@ class VLLMEngine:
             final = output
         if final is None:
             return []
-        return [_completion(output, params.logprobs) for output in sorted(final.outputs, key=lambda o: o.index)]
+        return [
+            _completion(output, params.logprobs) for output in sorted(final.outputs, key=lambda o: o.index)
+        ]
 
     async def update_weights(self, weights: NamedTensors) -> None:
         """Load new weights by HF name through CUDA IPC, then reset the prefix cache.
 
-        Tensors on the CPU are first copied to the current GPU. Call it with no `generate` in flight (after
+        Tensors are cast to the engine's dtype; those not on a GPU are first copied to the current one, which
+        must be the engine's GPU. About 1 GiB is shared at a time. Call it with no `generate` in flight (after
         `wake_up()` in colocated mode).
         """
         import torch
-        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
         self._check_open()
         if self._weight_sync != "ipc":
             raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc'.")
-        if not self._transfer_ready:
-            await self._llm.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
-            self._transfer_ready = True
         dtype = self._llm.model_config.dtype
-        await self._llm.start_weight_update()
-        try:
-            chunk: list[tuple[str, torch.Tensor]] = []
-            chunk_bytes = 0
-            for name, tensor in iter_named_tensors(weights):
-                shared = tensor.detach().to(device="cuda" if not tensor.is_cuda else tensor.device, dtype=dtype)
-                chunk.append((name, shared.contiguous()))
-                chunk_bytes += shared.numel() * shared.element_size()
-                if chunk_bytes >= _IPC_CHUNK_BYTES:
-                    await self._send_ipc_chunk(chunk)
-                    chunk, chunk_bytes = [], 0
-            if chunk:
-                await self._send_ipc_chunk(chunk)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the worker may already have ended the session
-                await self._llm.finish_weight_update()
-            raise
-        await self._llm.finish_weight_update()
+        chunk: list[tuple[str, torch.Tensor]] = []
+        chunk_bytes = 0
+        for name, tensor in iter_named_tensors(weights):
+            device = tensor.device if tensor.is_cuda else torch.device("cuda", torch.cuda.current_device())
+            shared = tensor.detach().to(device=device, dtype=dtype).contiguous()
+            chunk.append((name, shared))
+            chunk_bytes += shared.numel() * shared.element_size()
+            if chunk_bytes >= _IPC_CHUNK_BYTES:
+                await self._load_chunk(chunk)
+                chunk, chunk_bytes = [], 0
+        if chunk:
+            await self._load_chunk(chunk)
         await self._llm.reset_prefix_cache()
 
-    async def _send_ipc_chunk(self, chunk: list[tuple[str, torch.Tensor]]) -> None:
+    async def _load_chunk(self, chunk: list[tuple[str, torch.Tensor]]) -> None:
         import torch
-        from torch.multiprocessing.reductions import reduce_tensor
-        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         torch.cuda.synchronize()  # the copies must be complete before another process reads them
-        handles = []
-        for _, tensor in chunk:
-            gpu_uuid = str(torch.cuda.get_device_properties(tensor.device).uuid)
-            handles.append({gpu_uuid: reduce_tensor(tensor)[1]})
-        update_info = {
-            "names": [name for name, _ in chunk],
-            "dtype_names": [str(tensor.dtype).removeprefix("torch.") for _, tensor in chunk],
-            "shapes": [list(tensor.shape) for _, tensor in chunk],
-            "ipc_handles": handles,
-            "packed": False,
-        }
-        await self._llm.update_weights(WeightTransferUpdateRequest(update_info=update_info))
-        chunk.clear()  # the worker has loaded them: drop our references before freeing IPC memory
+        handles = [(name, share_cuda_tensor(tensor)) for name, tensor in chunk]
+        await self._llm.collective_rpc(LOAD_METHOD, args=(handles,))
+        chunk.clear()  # the worker has loaded them: drop our references, then free the shared memory
         torch.cuda.ipc_collect()
 
     async def sleep(self, level: int = 1) -> None:

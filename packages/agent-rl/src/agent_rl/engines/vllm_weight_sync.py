@@ -1,0 +1,93 @@
+"""Weight updates into a vLLM worker through CUDA IPC: the learner shares GPU tensors, the worker loads them.
+
+vLLM's `AsyncLLM` runs its model in a child process. `share_cuda_tensor` turns a CUDA tensor into a handle
+made only of strings, numbers and bytes (so vLLM's msgpack socket carries it without pickling, hence
+without `VLLM_ALLOW_INSECURE_SERIALIZATION`), and `WeightSyncExtension`, injected into vLLM's worker class
+through `worker_extension_cls`, opens the handles on the same GPU without a copy and passes the tensors to
+the model's own `load_weights` (which handles vLLM's fused q/k/v and gate/up layers). vLLM 0.26's built-in
+`"ipc"` weight-transfer backend does the same but imports `ray` at module level and needs pickling.
+
+This module imports only torch; vLLM imports it inside its worker process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+WORKER_EXTENSION = f"{__name__}.WeightSyncExtension"
+"""The value for vLLM's `worker_extension_cls` engine argument."""
+
+LOAD_METHOD = "agent_rl_load_shared_weights"
+"""The worker method `collective_rpc` calls with `[(name, handle), ...]`."""
+
+
+def share_cuda_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """A msgpack-safe CUDA IPC handle of `tensor` (contiguous, on a CUDA device). Keep `tensor` alive until
+    the receiver has finished with it."""
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    if not tensor.is_cuda:
+        raise ValueError(f"CUDA IPC shares GPU memory only; got a tensor on {tensor.device}.")
+    _, args = reduce_tensor(tensor)
+    (_, size, stride, offset, _, dtype, device, handle, storage_bytes, storage_offset, _, ref_handle, ref_offset,
+     event_handle, event_sync) = args  # fmt: skip
+    return {
+        "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid),
+        "size": list(size),
+        "stride": list(stride),
+        "offset": int(offset),
+        "dtype": str(dtype).removeprefix("torch."),
+        "handle": handle,
+        "storage_bytes": int(storage_bytes),
+        "storage_offset": int(storage_offset),
+        "ref_handle": ref_handle,
+        "ref_offset": int(ref_offset),
+        "event_handle": event_handle,
+        "event_sync": bool(event_sync),
+    }
+
+
+def open_cuda_tensor(shared: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """The tensor behind a `share_cuda_tensor` handle, opened on `device` (which must be the same GPU)."""
+    from torch.multiprocessing.reductions import rebuild_cuda_tensor
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    here = str(torch.cuda.get_device_properties(index).uuid)
+    if shared["gpu_uuid"] != here:
+        raise RuntimeError(
+            f"The weights were shared from GPU {shared['gpu_uuid']} but this vLLM worker runs on GPU {here}; "
+            "CUDA IPC weight updates need the learner and the engine on the same GPU (colocated mode)."
+        )
+    return rebuild_cuda_tensor(
+        torch.Tensor,
+        torch.Size(shared["size"]),
+        tuple(shared["stride"]),
+        shared["offset"],
+        torch.storage.TypedStorage,
+        getattr(torch, shared["dtype"]),
+        index,
+        shared["handle"],
+        shared["storage_bytes"],
+        shared["storage_offset"],
+        False,
+        shared["ref_handle"],
+        shared["ref_offset"],
+        shared["event_handle"],
+        shared["event_sync"],
+    )
+
+
+class WeightSyncExtension:
+    """Mixed into vLLM's GPU worker class (`worker_extension_cls`); adds `agent_rl_load_shared_weights`."""
+
+    def agent_rl_load_shared_weights(self, shared: list[tuple[str, dict[str, Any]]]) -> int:
+        """Load `[(hf_name, handle), ...]` into the worker's model; returns how many tensors were loaded."""
+        device = self.device  # type: ignore[attr-defined]  # set by vLLM's worker
+        weights = [(name, open_cuda_tensor(handle, device)) for name, handle in shared]
+        self.get_model().load_weights(weights=weights)  # type: ignore[attr-defined]
+        torch.cuda.synchronize(device)
+        count = len(weights)
+        del weights  # release the IPC mappings before the learner frees the memory
+        return count

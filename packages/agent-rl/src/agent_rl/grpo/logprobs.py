@@ -1,0 +1,93 @@
+"""Per-token log-probabilities and entropies of the temperature-scaled policy, without a full log-softmax copy."""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_CHUNK_ROWS = 1024
+"""Rows (token positions) processed at once: the float32 scratch is `chunk_rows × vocab` (200 MB at 49k vocab)."""
+
+
+class _SelectedLogProb(torch.autograd.Function):
+    """log softmax(x / T)[y] = x_y / T - logsumexp(x / T), chunked over rows; saves only `logits` and the (N,) lse."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, temperature: float, chunk_rows: int) -> torch.Tensor:
+        # logits (N, V), index (N,) -> logprobs (N,) float32
+        logprobs = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(logprobs)
+        for start in range(0, logits.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            scaled = _scaled(logits[rows], temperature)  # (n, V) float32
+            lse[rows] = torch.logsumexp(scaled, dim=-1)
+            logprobs[rows] = scaled.gather(-1, index[rows, None]).squeeze(-1) - lse[rows]
+        ctx.save_for_backward(logits, index, lse)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        return logprobs
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: torch.Tensor):
+        # d logprob_y / d x_v = (1[v = y] - softmax(x / T)_v) / T
+        logits, index, lse = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            probs = torch.exp(_scaled(logits[rows], ctx.temperature) - lse[rows, None])  # (n, V)
+            grad = grad_logprobs[rows, None].to(torch.float32)  # (n, 1)
+            chunk = (-probs * grad).scatter_add_(-1, index[rows, None], grad)
+            grad_logits[rows] = (chunk / ctx.temperature if ctx.temperature != 1.0 else chunk).to(logits.dtype)
+        return grad_logits, None, None, None
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = logits.to(torch.float32)
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> torch.Tensor:
+    """log π(y_t) = log softmax(logits_t / T)[y_t] for every position, differentiable with respect to `logits`.
+
+    The logits are divided by the sampling temperature T before the softmax, so these are the logprobs of the
+    distribution the engine sampled from (vLLM's `processed_logprobs`). Computed as `x_y - logsumexp(x)` in
+    float32, `chunk_rows` positions at a time, and the backward recomputes the softmax from the saved logits:
+    no (..., V) log-softmax is kept for backward.
+
+    Args:
+        logits: (..., V), any float dtype; pass a contiguous tensor (a non-contiguous one is copied).
+        tokens: (...) the token ids whose logprobs to take.
+        temperature: the sampling temperature (> 0).
+
+    Returns:
+        (...) float32 per-token logprobs.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}.")
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree: expected logits (..., V), tokens (...).")
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    flat_tokens = tokens.reshape(-1).to(torch.long)  # (N,)
+    return _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), chunk_rows).view(tokens.shape)
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
+    """H_t = -Σ_v p_v log p_v with p = softmax(logits_t / T), per position, in float32 (no gradient; for metrics).
+
+    Args:
+        logits: (..., V).
+
+    Returns:
+        (...) float32 entropies in nats.
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    entropy = torch.empty(flat_logits.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, flat_logits.shape[0], chunk_rows):
+        scaled = _scaled(flat_logits[start : start + chunk_rows], temperature)  # (n, V)
+        logp = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+        entropy[start : start + chunk_rows] = -(logp.exp() * logp).sum(-1)
+    return entropy.view(logits.shape[:-1])

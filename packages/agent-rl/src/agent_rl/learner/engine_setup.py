@@ -1,0 +1,140 @@
+"""Plumbing for the learner: the process group, the model (with LoRA), and the DeepSpeed engine around it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from agent_rl.learner.config import LearnerConfig
+from agent_rl.learner.schedule import warmup_cosine
+
+logger = logging.getLogger("agent_rl")
+
+
+def ensure_distributed() -> None:
+    """Join the torch.distributed process group, or start a one-process group when none was launched.
+
+    Under `torchrun` or the `deepspeed` launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) this joins
+    their group (NCCL on GPUs, gloo on the CPU). A plain `python` process gets a group of one that needs no
+    port. DeepSpeed insists on the LOCAL_RANK variable, so a process without one gets LOCAL_RANK=0 (it is the
+    only process of its host). An already initialised group is reused as is.
+    """
+    import deepspeed
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    launched = all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+    if not dist.is_initialized() and not launched:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    os.environ.setdefault("LOCAL_RANK", str(dist.get_rank() % max(1, torch.cuda.device_count())) if dist.is_initialized() else "0")
+    deepspeed.init_distributed(dist_backend=backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def use_bf16(config: LearnerConfig) -> bool:
+    """`config.bf16`, with None resolved to: bf16 when a GPU that supports it is present."""
+    if config.bf16 is not None:
+        return config.bf16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config: ZeRO stage, precision and clipping. The optimizer and schedule are the client's.
+
+    `train_batch_size` and the micro-batch size are bookkeeping only: the learner sizes micro-batches by tokens
+    and marks the accumulation boundary itself (`set_gradient_accumulation_boundary`).
+    """
+    zero: dict[str, Any] = {"stage": config.zero_stage}
+    if config.zero_stage == 3:
+        zero.update(stage3_gather_16bit_weights_on_model_save=False, stage3_param_persistence_threshold=0)
+    return {
+        "train_batch_size": world_size,
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": config.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": use_bf16(config)},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**62,
+        "wall_clock_breakdown": False,
+    }
+
+
+def load_model(model_path: str, config: LearnerConfig, ds_config: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """Load the causal LM in float32 (DeepSpeed keeps the float32 master copy and casts for bf16).
+
+    Under ZeRO-3 the weights are partitioned while they load (transformers' `HfDeepSpeedConfig`), so no rank
+    ever holds the whole model. Returns the model and that config object, which must stay alive as long as
+    the model does (None below ZeRO-3).
+    """
+    from transformers import AutoModelForCausalLM
+
+    hf_ds_config = None
+    if config.zero_stage == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds_config = HfDeepSpeedConfig(ds_config)
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if config.attn_implementation is not None:
+        kwargs["attn_implementation"] = config.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    return model, hf_ds_config
+
+
+def prepare_model(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
+    """Switch dropout off, set up gradient checkpointing, and wrap the model with LoRA adapters if configured."""
+    for module in model.modules():  # RL wants the same policy in the scoring and the training forward
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora is not None:
+        model = _add_lora(model, config)
+    model.train()  # HF models only checkpoint activations in training mode; dropout is off above
+    return model
+
+
+def _add_lora(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:  # pragma: no cover - peft is a dependency of agent-rl
+        raise ImportError("LoRA needs the `peft` package: `pip install peft`, or set lora to None.") from error
+    assert config.lora is not None
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return get_peft_model(model, lora)
+
+
+def build_optimizer(model: torch.nn.Module, config: LearnerConfig) -> torch.optim.Optimizer:
+    """A client `torch.optim.AdamW` (DeepSpeed's own optimizers JIT-compile an op first), decaying matrices only."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            shape = getattr(param, "ds_shape", param.shape)  # ZeRO-3 params are empty until gathered
+            (decay if len(shape) >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.adam_eps)
+
+
+def lr_schedule(config: LearnerConfig):
+    """A callable DeepSpeed turns into the scheduler of its wrapped optimizer: warm-up, then cosine (`warmup_cosine`)."""
+
+    def make(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.total_steps, config.min_lr_ratio)
+        )
+
+    return make
