@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# One math thread per xdist worker: with two workers on two cores, torch's default of one thread per core made a
+# SmolLM2 decode step 10x slower through oversubscription. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"

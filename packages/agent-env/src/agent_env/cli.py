@@ -135,12 +135,15 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         from agent_env.config import load_config
+        from agent_env.from_config import env_factory_from_config, tasks_from_config
 
         config = load_config(args.config)
         for notice in config.notices():
             print(f"note: {notice}", file=sys.stderr)
-        env_factory = _env_factory_from_config(config)
-        tasks = _tasks_from_config(config, args.split)
+        env_factory = env_factory_from_config(config)
+        tasks = tasks_from_config(config, args.split)
+        if tasks is None:
+            raise SystemExit(f"agent-env eval: the config's task reader has no {args.split!r} split; add it or pass --split train.")
         val = config.ajet.rollout.val_kwargs
         k = args.k if args.k is not None else val.num_repeat
         temperature = args.temperature if args.temperature is not None else val.temperature
@@ -218,61 +221,6 @@ def _env_and_tasks_from_id(env_id: str, env_kwargs: dict[str, Any], split: str) 
     if tasks is None:
         raise SystemExit(f"agent-env eval: {env_id} has no task list; give its tasks in --env-kwargs or use --config.")
     return (lambda: make(env_id, **env_kwargs)), tasks
-
-
-def _env_factory_from_config(config: Any) -> EnvFactory:
-    """The env a config's `ajet.rollout` describes: `env_id` + `env_kwargs`, or the workflow + judge + limits."""
-    from agent_env.registration import make
-
-    rollout, judge = config.ajet.rollout, config.ajet.task_judge
-    if rollout.env_id is not None:
-        return lambda: make(rollout.env_id, **rollout.env_kwargs)
-    kwargs = {
-        "workflow": rollout.agentscope_workflow,
-        "judge": judge.judge_protocol,
-        "judge_kwargs": judge.judge_kwargs,
-        "base_dir": config.base_dir,
-        "max_turns": rollout.multi_turn.max_steps,
-        "episode_timeout_s": rollout.episode_timeout_s,
-        "truncation_reward": rollout.truncation_reward,
-        "workflow_error_reward": rollout.workflow_error_reward,
-        "judge_error_reward": rollout.judge_error_reward,
-        "tool_call_format": rollout.tool_call_format,
-        "sandbox_python_tool": rollout.sandbox_python_tool,
-        **rollout.env_kwargs,
-    }
-    return lambda: make("agent_env/Workflow-v0", **kwargs)
-
-
-def _tasks_from_config(config: Any, split: str) -> Sequence[Task]:
-    """The tasks of `split` (`train`, `validation`, or a split name of the source) from `ajet.task_reader`."""
-    from agent_env.service.client import EnvServiceTasks
-    from agent_env.tasks import ArithmeticTasks, FileTasks, HuggingFaceTasks
-
-    reader = config.ajet.task_reader
-    source = reader.source
-    train = split == "train"
-    if reader.type == "arithmetic":
-        return ArithmeticTasks(level=source.level, split=split, n=source.num_train if train else source.num_validation,
-                               seed=source.train_seed if train else source.validation_seed)
-    if reader.type == "env_service":
-        name = source.training_split if train else source.validation_split if split == "validation" else split
-        return EnvServiceTasks(source.env_url, source.env_type, name)
-    fields = {"query_field": source.query_field, "answer_field": source.answer_field, "id_field": source.id_field}
-    if reader.type == "huggingface_dat_repo":
-        name = source.training_split if train else source.validation_split if split == "validation" else split
-        path, config_name = source.load_dataset_args()
-        path = path if Path(path).is_absolute() or not (config.base_dir / path).exists() else str(config.base_dir / path)
-        return HuggingFaceTasks(path, name, config_name=config_name, **fields)
-    files = {"train": source.training, "validation": source.validation}
-    if split not in files:
-        raise SystemExit(f"agent-env eval: task_reader `{reader.type}` has the splits 'train' and 'validation'; got {split!r}.")
-    if files[split] is None:
-        raise SystemExit(f"agent-env eval: ajet.task_reader.{reader.type}.validation is not set; add its file_path or pass --split train.")
-    file_path = Path(files[split].file_path)
-    file_path = file_path if file_path.is_absolute() else config.base_dir / file_path
-    fmt = source.format_of(str(file_path)) if reader.type == "dataset_file" else None
-    return FileTasks(file_path, format=fmt, **fields)
 
 
 if __name__ == "__main__":

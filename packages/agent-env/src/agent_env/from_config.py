@@ -15,37 +15,38 @@ if TYPE_CHECKING:
 Split = Literal["train", "validation"]
 
 
-def tasks_from_config(config: AgentRLConfig, split: Split) -> Sequence[Task] | None:
-    """The tasks of `split` from `ajet.task_reader`; None when the source has no such split."""
+def tasks_from_config(config: AgentRLConfig, split: str) -> Sequence[Task] | None:
+    """The tasks of `split` from `ajet.task_reader`: `train`, `validation`, or (for datasets and env services)
+    any split name of the source. None when the source has no validation set configured."""
     from agent_env.tasks.factory import make_task_source
 
     reader = config.ajet.task_reader
     source = reader.source
-    mapping = _field_mapping(source)
+    train = split == "train"
     if reader.type == "arithmetic":
-        train = split == "train"
         return make_task_source("arithmetic", level=source.level, split=split,
                                 n=source.num_train if train else source.num_validation,
                                 seed=source.train_seed if train else source.validation_seed)
-    if reader.type == "huggingface_dat_repo":
-        path, name = source.load_dataset_args()
-        split_name = source.training_split if split == "train" else source.validation_split
-        if not split_name:
+    if reader.type in ("huggingface_dat_repo", "env_service"):
+        name = source.training_split if train else source.validation_split if split == "validation" else split
+        if not name:
             return None
-        return make_task_source("huggingface_dat_repo", dataset_path=path, config_name=name, split=split_name, **mapping)
-    if reader.type in ("jsonl_dataset_file", "dataset_file"):
-        entry = source.training if split == "train" else source.validation
-        if entry is None:
-            return None
-        file_path = _resolve(config, entry.file_path)
-        extra = {"format": source.format_of(entry.file_path)} if reader.type == "dataset_file" else {}
-        return make_task_source("local_file", path=file_path, **mapping, **extra)
-    if reader.type == "env_service":
-        from agent_env.service.client import EnvServiceTasks
+        if reader.type == "env_service":
+            from agent_env.service.client import EnvServiceTasks
 
-        split_name = source.training_split if split == "train" else source.validation_split
-        return EnvServiceTasks(source.env_url, source.env_type, split_name)
-    raise ValueError(f"ajet.task_reader.type {reader.type!r} has no task source.")
+            return EnvServiceTasks(source.env_url, source.env_type, name)
+        path, config_name = source.load_dataset_args()
+        if not Path(path).is_absolute() and (config.base_dir / path).exists():  # a dataset folder next to the YAML
+            path = str(config.base_dir / path)
+        return make_task_source("huggingface_dat_repo", dataset_path=path, config_name=config_name, split=name, **_field_mapping(source))
+    files = {"train": source.training, "validation": source.validation}
+    if split not in files:
+        raise ValueError(f"ajet.task_reader.{reader.type} has the splits 'train' and 'validation'; got {split!r}.")
+    entry = files[split]
+    if entry is None:
+        return None
+    extra = {"format": source.format_of(entry.file_path)} if reader.type == "dataset_file" else {}
+    return make_task_source("local_file", path=_resolve(config, entry.file_path), **_field_mapping(source), **extra)
 
 
 def env_factory_from_config(config: AgentRLConfig, **overrides: Any) -> Callable[[], AgentEnv]:
@@ -76,7 +77,8 @@ def env_factory_from_config(config: AgentRLConfig, **overrides: Any) -> Callable
             kwargs["judge"] = judge
         return lambda: make(rollout.env_id, **kwargs)
     workflow = load_object(rollout.agentscope_workflow, base_dir=config.base_dir)
-    return lambda: AgentEnv(workflow, judge, None, **env_kwargs)
+    kwargs = {**env_kwargs, **dict(rollout.env_kwargs)}
+    return lambda: AgentEnv(workflow, judge, None, **kwargs)
 
 
 def _judge(config: AgentRLConfig, load_object: Callable[..., Any]) -> Any:
