@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-
 from agent_rl.grpo import (
     aggregate_loss,
     apply_overlong_penalty,
@@ -26,6 +25,7 @@ from agent_rl.grpo import (
     overlong_penalty,
     token_entropy,
     token_logprobs,
+    token_logprobs_and_entropy,
     truncated_importance_weights,
     zero_variance_fraction,
 )
@@ -40,11 +40,20 @@ def trl_utils():
     return utils
 
 
-def _sample(group: str, episode: str, reward: float, mask: list[int], index: int = 0, truncated: bool = False) -> TrainingSample:
+def _sample(
+    group: str, episode: str, reward: float, mask: list[int], index: int = 0, truncated: bool = False
+) -> TrainingSample:
     return TrainingSample(
-        task_id=group, group_id=group, episode_id=episode, sample_index=index, prompt_ids=[1, 2],
-        response_ids=list(range(3, 3 + len(mask))), loss_mask=list(mask), logprobs=[-0.5 * m for m in mask],
-        reward=reward, response_truncated=truncated,
+        task_id=group,
+        group_id=group,
+        episode_id=episode,
+        sample_index=index,
+        prompt_ids=[1, 2],
+        response_ids=list(range(3, 3 + len(mask))),
+        loss_mask=list(mask),
+        logprobs=[-0.5 * m for m in mask],
+        reward=reward,
+        response_truncated=truncated,
     )
 
 
@@ -158,6 +167,16 @@ def test_token_entropy_equals_trl_entropy_from_logits(trl_utils):
     torch.testing.assert_close(token_entropy(logits, 0.7), trl_utils.entropy_from_logits(logits / 0.7))
 
 
+def test_scoring_pass_gives_the_same_logprobs_and_entropies_in_one_pass():
+    logits, tokens, _, _ = _batch()
+    logits = logits.float()
+    logprobs, entropy = token_logprobs_and_entropy(logits, tokens, 0.7, chunk_rows=4)
+    assert torch.equal(
+        logprobs, token_logprobs(logits, tokens, 0.7)
+    )  # bit-equal: the first ratio is exactly 1
+    torch.testing.assert_close(entropy, token_entropy(logits, 0.7))
+
+
 def test_token_logprobs_reject_a_zero_temperature():
     logits, tokens, _, _ = _batch()
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -194,9 +213,15 @@ def test_masked_tokens_get_no_gradient(aggregation):
     ref = old + 0.2
     new = token_logprobs(logits, tokens)
     out = grpo_loss(
-        new, old, advantages.float(), mask, aggregation=aggregation, max_length=16,
+        new,
+        old,
+        advantages.float(),
+        mask,
+        aggregation=aggregation,
+        max_length=16,
         importance_weights=truncated_importance_weights(old, engine, 2.0, "truncate", mask),
-        ref_per_token_logps=ref, beta=0.04,
+        ref_per_token_logps=ref,
+        beta=0.04,
     )
     out.loss.backward()
     assert torch.isfinite(out.loss)
@@ -206,7 +231,16 @@ def test_masked_tokens_get_no_gradient(aggregation):
     assert torch.count_nonzero(logits.grad[mask.bool()]) > 0
 
 
-def _trl_per_token_loss(per_token_logps, old_per_token_logps, advantages, epsilon_low, epsilon_high, is_ratio=None, ref=None, beta=0.0):
+def _trl_per_token_loss(
+    per_token_logps,
+    old_per_token_logps,
+    advantages,
+    epsilon_low,
+    epsilon_high,
+    is_ratio=None,
+    ref=None,
+    beta=0.0,
+):
     # grpo_trainer.py lines 3082-3097: log_ratio, coef_1 (token level), k3 KL
     log_ratio = per_token_logps - old_per_token_logps
     coef_1 = torch.exp(log_ratio)
@@ -225,13 +259,17 @@ def _trl_per_token_loss(per_token_logps, old_per_token_logps, advantages, epsilo
     return per_token_loss
 
 
-@pytest.mark.parametrize("trl_loss_type, aggregation", [("dapo", "token-mean"), ("dr_grpo", "dr_grpo"), ("grpo", "seq-mean-token-mean")])
+@pytest.mark.parametrize(
+    "trl_loss_type, aggregation",
+    [("dapo", "token-mean"), ("dr_grpo", "dr_grpo"), ("grpo", "seq-mean-token-mean")],
+)
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 def test_loss_equals_trl(trl_loss_type, aggregation, beta):
     logits, tokens, mask, advantages = _batch(seed=3)
     mask = mask.float()
     old = token_logprobs(logits, tokens)
-    new_logits = (logits + 0.4 * torch.randn_like(logits)).requires_grad_()  # ratios well outside the clip range
+    # ratios well outside the clip range
+    new_logits = (logits + 0.4 * torch.randn_like(logits)).requires_grad_()
     new = token_logprobs(new_logits, tokens).double()
     old, ref, engine = old.double(), old.double() - 0.05, old.double() + 0.3 * torch.randn_like(old.double())
     max_completion_length = tokens.shape[1] + 3
@@ -244,11 +282,21 @@ def test_loss_equals_trl(trl_loss_type, aggregation, beta):
     elif trl_loss_type == "dr_grpo":
         expected = (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length)
     else:
-        expected = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)  # num_items_in_batch = mask.sum()
+        # num_items_in_batch = mask.sum()
+        expected = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
 
     out = grpo_loss(
-        new, old, advantages, mask, epsilon_low=0.2, epsilon_high=0.28, aggregation=aggregation,
-        max_length=max_completion_length, importance_weights=is_ratio, ref_per_token_logps=ref, beta=beta,
+        new,
+        old,
+        advantages,
+        mask,
+        epsilon_low=0.2,
+        epsilon_high=0.28,
+        aggregation=aggregation,
+        max_length=max_completion_length,
+        importance_weights=is_ratio,
+        ref_per_token_logps=ref,
+        beta=beta,
     )
     torch.testing.assert_close(out.loss, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out.per_token_loss * mask, per_token_loss * mask, rtol=1e-12, atol=1e-12)
@@ -264,8 +312,16 @@ def test_micro_batches_add_up_to_the_whole_batch_loss(aggregation):
     new = token_logprobs(logits + 0.1, tokens)
     whole = grpo_loss(new, old, advantages, mask, aggregation=aggregation, max_length=20).loss
     parts = sum(
-        grpo_loss(new[rows], old[rows], advantages[rows], mask[rows], aggregation=aggregation, max_length=20,
-                  num_tokens=mask.sum(), num_sequences=8).loss
+        grpo_loss(
+            new[rows],
+            old[rows],
+            advantages[rows],
+            mask[rows],
+            aggregation=aggregation,
+            max_length=20,
+            num_tokens=mask.sum(),
+            num_sequences=8,
+        ).loss
         for rows in (slice(0, 3), slice(3, 4), slice(4, 8))
     )
     torch.testing.assert_close(parts, whole, rtol=1e-12, atol=1e-12)
@@ -326,14 +382,24 @@ def test_kl_estimators_are_zero_at_equal_policies_and_positive_elsewhere():
 
 
 def test_overlong_penalty_ramps_from_zero_to_minus_one_over_the_cache():
-    assert [overlong_penalty(n, max_length=100, cache_length=20) for n in (50, 80, 90, 100, 101)] == [0.0, 0.0, -0.5, -1.0, -1.0]
+    assert [overlong_penalty(n, max_length=100, cache_length=20) for n in (50, 80, 90, 100, 101)] == [
+        0.0,
+        0.0,
+        -0.5,
+        -1.0,
+        -1.0,
+    ]
     assert overlong_penalty(90, 100, 20, penalty=0.5) == -0.25
     with pytest.raises(ValueError, match="cache_length"):
         overlong_penalty(10, 100, 0)
 
 
 def test_overlong_penalty_applies_per_episode_and_keeps_inputs_unchanged():
-    samples = [_sample("g", "a", 1.0, [1] * 5), _sample("g", "a", 1.0, [1] * 9, index=1), _sample("g", "b", 1.0, [1] * 5)]
+    samples = [
+        _sample("g", "a", 1.0, [1] * 5),
+        _sample("g", "a", 1.0, [1] * 9, index=1),
+        _sample("g", "b", 1.0, [1] * 5),
+    ]
     shaped = apply_overlong_penalty(samples, max_length=10, cache_length=4)
     # episode a's longest sample has 9 tokens: (6 - 9) / 4 = -0.75 on both of its samples
     assert [s.reward for s in shaped] == [0.25, 0.25, 1.0]

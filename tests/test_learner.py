@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from agent_rl.learner import Learner, LearnerConfig, LoraSettings
-from agent_rl.learner.batching import assign_to_ranks, collate, padded_tokens, plan_micro_batches, split_mini_batches
+from agent_rl.learner.batching import (
+    assign_to_ranks,
+    collate,
+    padded_tokens,
+    plan_micro_batches,
+    split_mini_batches,
+)
 from agent_rl.learner.schedule import warmup_cosine
 from agent_rl.rollout.samples import TrainingSample
 
@@ -33,11 +38,19 @@ def make_batch(seed: int = 0, groups: int = 4, repeats: int = 4) -> list[Trainin
             n = rng.randrange(3, 20)
             mask = [0 if rng.random() < 0.2 else 1 for _ in range(n)]
             mask[0] = 1
-            samples.append(TrainingSample(
-                task_id=f"task{g}", group_id=f"g{g}", episode_id=f"g{g}e{e}", sample_index=0, prompt_ids=list(prompt),
-                response_ids=[rng.randrange(100, 2000) for _ in range(n)], loss_mask=mask, logprobs=[0.0] * n,
-                reward=float(e % 2 == g % 2) + 0.1 * e,
-            ))
+            samples.append(
+                TrainingSample(
+                    task_id=f"task{g}",
+                    group_id=f"g{g}",
+                    episode_id=f"g{g}e{e}",
+                    sample_index=0,
+                    prompt_ids=list(prompt),
+                    response_ids=[rng.randrange(100, 2000) for _ in range(n)],
+                    loss_mask=mask,
+                    logprobs=[0.0] * n,
+                    reward=float(e % 2 == g % 2) + 0.1 * e,
+                )
+            )
     return samples
 
 
@@ -156,7 +169,9 @@ def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advanta
     advantages, _ = episode_advantages(samples)
     moves = {1: [], -1: []}
     for sample, advantage, old, new in zip(samples, advantages, before, after, strict=True):
-        delta = sum((n - o) * m for o, n, m in zip(old, new, sample.loss_mask, strict=True)) / sum(sample.loss_mask)
+        delta = sum((n - o) * m for o, n, m in zip(old, new, sample.loss_mask, strict=True)) / sum(
+            sample.loss_mask
+        )
         moves[1 if advantage > 0 else -1].append(delta)
     assert sum(moves[1]) / len(moves[1]) > 0 > sum(moves[-1]) / len(moves[-1])
     # and the loss on this fixed batch went down: the clipped surrogate at the new policy, against the old one
@@ -165,8 +180,13 @@ def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advanta
     loss_at = {}
     for label, logprobs in (("before", before), ("after", after)):
         loss_at[label] = sum(
-            grpo_loss(torch.tensor([new]), torch.tensor([old]), torch.tensor([[a]]), torch.tensor([s.loss_mask]),
-                      num_tokens=metrics["learner/trained_tokens"]).loss.item()
+            grpo_loss(
+                torch.tensor([new]),
+                torch.tensor([old]),
+                torch.tensor([[a]]),
+                torch.tensor([s.loss_mask]),
+                num_tokens=metrics["learner/trained_tokens"],
+            ).loss.item()
             for s, a, old, new in zip(samples, advantages, before, logprobs, strict=True)
         )
     assert loss_at["before"] == pytest.approx(metrics["learner/loss"], rel=1e-5)
@@ -175,7 +195,9 @@ def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advanta
 
 @pytest.mark.slow
 def test_checkpoint_resumes_identical_optimizer_state(tiny_model, tmp_path):
-    config = LearnerConfig(lr=1e-3, warmup_steps=3, total_steps=10, max_tokens_per_micro_batch=200, mini_batches=2)
+    config = LearnerConfig(
+        lr=1e-3, warmup_steps=3, total_steps=10, max_tokens_per_micro_batch=200, mini_batches=2
+    )
     samples = make_batch(seed=1)
     first = Learner(tiny_model, config)
     with_engine_logprobs(first, samples)
@@ -193,7 +215,10 @@ def test_checkpoint_resumes_identical_optimizer_state(tiny_model, tmp_path):
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(state_a[key][name], state_b[key][name]), (key, name)
     metrics_a, metrics_b = first.train_step(samples), resumed.train_step(samples)
-    assert metrics_a["learner/loss"] == metrics_b["learner/loss"] and metrics_a["learner/lr"] == metrics_b["learner/lr"]
+    assert (
+        metrics_a["learner/loss"] == metrics_b["learner/loss"]
+        and metrics_a["learner/lr"] == metrics_b["learner/lr"]
+    )
     weights_a, weights_b = first.state_dict_for_sync(), resumed.state_dict_for_sync()
     assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
 
@@ -205,7 +230,10 @@ def test_checkpoint_resumes_identical_optimizer_state(tiny_model, tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32).state_dict()
     with pytest.raises(FileNotFoundError, match="Learner.save_checkpoint"):
         resumed.load_checkpoint(tmp_path)
-    assert torch.equal(hf["model.layers.0.mlp.up_proj.weight"], Learner(saved, config).state_dict_for_sync()["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(
+        hf["model.layers.0.mlp.up_proj.weight"],
+        Learner(saved, config).state_dict_for_sync()["model.layers.0.mlp.up_proj.weight"],
+    )
 
 
 @pytest.mark.slow
@@ -213,7 +241,9 @@ def test_lora_trains_adapters_and_syncs_merged_weights_under_hf_names(tiny_model
     from transformers import AutoModelForCausalLM
 
     initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
-    config = LearnerConfig(lr=1e-2, beta=0.04, zero_stage=2, lora=LoraSettings(r=4, target_modules=["q_proj", "v_proj"]))
+    config = LearnerConfig(
+        lr=1e-2, beta=0.04, zero_stage=2, lora=LoraSettings(r=4, target_modules=["q_proj", "v_proj"])
+    )
     learner = Learner(tiny_model, config)
     trainable = [name for name, p in learner.module.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
@@ -222,9 +252,15 @@ def test_lora_trains_adapters_and_syncs_merged_weights_under_hf_names(tiny_model
     metrics = learner.train_step(with_engine_logprobs(learner, make_batch(seed=2)))
     assert metrics["learner/kl"] > 0
     synced = learner.state_dict_for_sync()
-    assert {name: tuple(t.shape) for name, t in synced.items()} == {name: tuple(t.shape) for name, t in initial.items()}
-    assert not torch.equal(synced["model.layers.0.self_attn.q_proj.weight"], initial["model.layers.0.self_attn.q_proj.weight"])
-    assert torch.equal(synced["model.layers.0.self_attn.k_proj.weight"], initial["model.layers.0.self_attn.k_proj.weight"])
+    assert {name: tuple(t.shape) for name, t in synced.items()} == {
+        name: tuple(t.shape) for name, t in initial.items()
+    }
+    assert not torch.equal(
+        synced["model.layers.0.self_attn.q_proj.weight"], initial["model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert torch.equal(
+        synced["model.layers.0.self_attn.k_proj.weight"], initial["model.layers.0.self_attn.k_proj.weight"]
+    )
 
 
 # ---------------------------------------------------------------- two ranks, spawned
@@ -232,6 +268,7 @@ def test_lora_trains_adapters_and_syncs_merged_weights_under_hf_names(tiny_model
 
 TWO_RANK_CONFIGS = {
     "zero0": dict(zero_stage=0),
+    "zero2": dict(zero_stage=2),
     "zero3_checkpointing": dict(zero_stage=3, gradient_checkpointing=True),
 }
 COMMON = dict(lr=1e-3, max_tokens_per_micro_batch=100, mini_batches=2, num_iterations=2, tis_cap=2.0)
@@ -251,9 +288,19 @@ def _run(learner: Learner) -> dict:
 
 
 def _two_rank_worker(rank: int, port: int, model: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
-    results = {name: _run(Learner(model, LearnerConfig(**COMMON, **extra))) for name, extra in TWO_RANK_CONFIGS.items()}
+    results = {}
+    for name, extra in TWO_RANK_CONFIGS.items():
+        learner = Learner(model, LearnerConfig(**COMMON, **extra))
+        results[name] = _run(learner)
+    # the last (ZeRO-3) learner saves from both ranks, then resumes from what they wrote
+    checkpoint = learner.save_checkpoint(Path(out) / "checkpoint")
+    learner.step = 0
+    learner.load_checkpoint(checkpoint)
+    results["resumed_step"] = learner.step
     torch.save(results, Path(out) / f"rank{rank}.pt")
 
 
@@ -264,13 +311,20 @@ def test_two_ranks_match_one_rank_and_zero3_gathers_full_weights(tiny_model, tmp
     samples = make_batch(**TWO_RANK_BATCH)
     counts = [len(r) for r in assign_to_ranks(samples, plan_micro_batches(samples, range(10), 100), 2)]
     assert counts[0] != counts[1]  # so one rank runs a padding micro-batch to keep ZeRO's collectives in step
-    mp.start_processes(_two_rank_worker, args=(worker_port_base + 1, tiny_model, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _two_rank_worker,
+        args=(worker_port_base + 1, tiny_model, str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     reference = _run(Learner(tiny_model, LearnerConfig(**COMMON)))
 
     from transformers import AutoModelForCausalLM
 
-    hf_shapes = {n: tuple(t.shape) for n, t in AutoModelForCausalLM.from_pretrained(tiny_model).state_dict().items()}
+    hf_shapes = {
+        n: tuple(t.shape) for n, t in AutoModelForCausalLM.from_pretrained(tiny_model).state_dict().items()
+    }
     for name in TWO_RANK_CONFIGS:
         for rank in ranks:
             result = rank[name]
@@ -279,7 +333,27 @@ def test_two_ranks_match_one_rank_and_zero3_gathers_full_weights(tiny_model, tmp
             assert {n: tuple(t.shape) for n, t in result["weights"].items()} == hf_shapes, name
             assert result["bucketed_names"] == list(hf_shapes), name
             for param, value in result["weights"].items():
-                torch.testing.assert_close(value, reference["weights"][param], rtol=1e-4, atol=1e-6, msg=f"{name} {param}")
-        for param, value in ranks[0][name]["weights"].items():  # the gathered weights are the same on every rank
+                torch.testing.assert_close(
+                    value, reference["weights"][param], rtol=1e-4, atol=1e-6, msg=f"{name} {param}"
+                )
+        # the gathered weights are the same on every rank
+        for param, value in ranks[0][name]["weights"].items():
             assert torch.equal(value, ranks[1][name]["weights"][param]), (name, param)
     assert max(reference["ratio_max"]) > 1.0  # later updates were off-policy: the multi-update path ran
+    # the two-rank ZeRO-3 checkpoint is a Hugging Face model holding the gathered weights, and resumes
+    assert ranks[0]["resumed_step"] == ranks[1]["resumed_step"] == 8
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint", dtype=torch.float32).state_dict()
+    for param, value in ranks[0]["zero3_checkpointing"]["weights"].items():
+        assert torch.equal(saved[param], value), param
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_kl_to_a_frozen_copy_of_the_initial_weights(tiny_model):
+    learner = Learner(tiny_model, LearnerConfig(lr=1e-2, beta=0.1))
+    samples = with_engine_logprobs(learner, make_batch(seed=4))
+    first = learner.train_step(samples)
+    assert first["learner/kl"] == 0.0  # π_θ is the reference until the first update
+    second = learner.train_step(with_engine_logprobs(learner, samples))
+    assert second["learner/kl"] > 0
+    assert all(not p.requires_grad for p in learner.reference.parameters())

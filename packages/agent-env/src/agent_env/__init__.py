@@ -32,7 +32,24 @@ _EXPORTS = {
     "load_object": "agent_env.loading",
 }
 
-__all__ = sorted([*_EXPORTS, "make"])
+__all__ = [
+    "AgentEnv",
+    "BaseJudge",
+    "EpisodeClosed",
+    "HermesToolCallFormat",
+    "JudgeResult",
+    "ModelRequest",
+    "ModelTuner",
+    "Task",
+    "TerminationReason",
+    "ToolCallFormat",
+    "Workflow",
+    "WorkflowOutput",
+    "WorkflowTask",
+    "check_env",
+    "load_object",
+    "make",
+]
 
 if TYPE_CHECKING:
     from agent_env.checker import check_env

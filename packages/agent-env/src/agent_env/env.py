@@ -19,7 +19,13 @@ from agent_env.messages import render_conversation
 from agent_env.model_tuner import AssistantReply, ModelCallChannel, ModelRequest, ModelTuner
 from agent_env.spaces import CompletionSpace, ConversationSpace
 from agent_env.termination import TerminationReason
-from agent_env.tool_call_format import INVALID_TOOL_NAME, ParsedCompletion, ToolCall, ToolCallFormat, get_tool_call_format
+from agent_env.tool_call_format import (
+    INVALID_TOOL_NAME,
+    ParsedCompletion,
+    ToolCall,
+    ToolCallFormat,
+    get_tool_call_format,
+)
 from agent_env.types import Task, WorkflowOutput, WorkflowTask
 from agent_env.workflow import Workflow
 

@@ -15,10 +15,10 @@ Truncated episodes are not judged: they did not end inside the task's MDP.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class TerminationReason(str, Enum):
+class TerminationReason(StrEnum):
     FINISHED = "finished"
     WORKFLOW_ERROR = "workflow_error"
     JUDGE_ERROR = "judge_error"
@@ -31,9 +31,6 @@ class TerminationReason(str, Enum):
     def truncates(self) -> bool:
         """True for limits outside the task (`truncated=True`), False for ends of the task (`terminated=True`)."""
         return self in TRUNCATING
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TRUNCATING = frozenset(

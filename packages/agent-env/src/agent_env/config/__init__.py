@@ -9,6 +9,7 @@ Every key is documented once, in its `Field(description=...)`; `config_reference
 """
 
 from agent_env.config.base import ConfigBlock
+from agent_env.config.learner import LearnerConfig, LoraSettings
 from agent_env.config.loader import (
     ConfigError,
     ConfigProblem,
@@ -41,6 +42,8 @@ from agent_env.config.task_reader import (
 
 __all__ = [
     "AgentRLConfig",
+    "LearnerConfig",
+    "LoraSettings",
     "AjetConfig",
     "ArithmeticReaderConfig",
     "ConfigBlock",

@@ -162,6 +162,12 @@ class RolloutConfig(ConfigBlock):
         description="Replace agentscope's `execute_python_code` in the agent's toolkit with our sandboxed "
         "runner (separate process, time and memory limits). false: run the agent's tools unchanged.",
     )
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="Rollout engine: `vllm` (GPU, needs `agent-rl[vllm]`), `hf` (`transformers`; CPU or GPU; on one "
+        "process it generates with the learner's own weights, so no weight sync is needed), or `auto` (vLLM when "
+        "it is installed and a GPU is present, else hf).",
+    )
 
     @field_validator("agentscope_workflow")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from agent_env.config.base import UNUSED_MARK, ConfigBlock, unused_reason
+from agent_env.config.learner import LearnerConfig
 from agent_env.config.rollout import RolloutConfig
 from agent_env.config.task_reader import MISSING_SOURCE_EXAMPLES, DatasetFileReaderConfig, TaskReaderConfig
 from agent_env.loading import LoadError, parse_spec
@@ -156,7 +157,7 @@ class DebugConfig(ConfigBlock):
 
 
 class AjetConfig(ConfigBlock):
-    """The `ajet:` tree. (A `learner:` block for optimizer and GRPO settings will join it.)"""
+    """The `ajet:` tree."""
 
     project_name: str = Field("agent_rl", description="Project name; groups runs in loggers.")
     experiment_name: str | None = Field(
@@ -179,6 +180,11 @@ class AjetConfig(ConfigBlock):
         default_factory=TrainerCommonConfig, description="Training-loop settings."
     )
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Settings of `--backbone debug`.")
+    learner: LearnerConfig = Field(
+        default_factory=LearnerConfig,
+        description="The GRPO learner: optimizer, DeepSpeed, loss. `temperature` follows `ajet.rollout.temperature`, "
+        "`total_steps` the training length, unless set here.",
+    )
 
     @model_validator(mode="after")
     def _check_invariants(self) -> AjetConfig:
@@ -191,6 +197,11 @@ class AjetConfig(ConfigBlock):
         """Every cross-field check, in one place: `(level, key path, message)`; errors make the config invalid."""
         problems: list[tuple[Literal["error", "warning"], str, str]] = []
         rollout, reader, data = self.rollout, self.task_reader, self.data
+        if "temperature" in self.learner.model_fields_set and self.learner.temperature != rollout.temperature:
+            problems.append(("error", "ajet.learner.temperature",
+                             f"is {self.learner.temperature} but ajet.rollout.temperature is {rollout.temperature}: the learner "
+                             "must score the distribution the engine sampled from. Remove ajet.learner.temperature (it follows "
+                             "the rollout's)."))
         if rollout.agentscope_workflow is None and rollout.env_id is None:
             problems.append(
                 (

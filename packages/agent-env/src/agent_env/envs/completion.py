@@ -68,10 +68,18 @@ class RewardFunctionJudge:
         return JudgeResult(total, success, components)
 
 
-def make_completion_env(tasks: Sequence[Task | dict[str, Any]], reward_fns: Sequence[RewardFunction], weights: Sequence[float] | None = None,
-                        success_component: str | None = None, **env_kwargs: Any) -> AgentEnv:
-    """A single-turn env from a task list (`Task`s or dicts with `Task`'s fields) and reward functions."""
+def make_completion_env(tasks: Sequence[Task | dict[str, Any]] | None = None, reward_fns: Sequence[RewardFunction | str] | None = None,
+                        weights: Sequence[float] | None = None, success_component: str | None = None, judge: Any = None,
+                        **env_kwargs: Any) -> AgentEnv:
+    """A single-turn env from a task list (`Task`s or dicts with `Task`'s fields) scored by reward functions
+    (callables or `load_object` references such as `"my_rewards:correctness"`) or by any `judge`."""
+    if (reward_fns is None) == (judge is None):
+        raise ValueError("Completion-v0 is scored by reward_fns=[fn, ...] or by judge=...; give exactly one.")
+    if reward_fns is not None:
+        from agent_env.loading import load_object
+
+        judge = RewardFunctionJudge([load_object(fn) if isinstance(fn, str) else fn for fn in reward_fns], weights, success_component)
     task_list = [task if isinstance(task, Task) else Task.model_validate(task) for task in tasks] if isinstance(tasks, list) else tasks
     env_kwargs.setdefault("max_turns", 1)
     env_kwargs.setdefault("sandbox_python_tool", False)
-    return AgentEnv(CompletionWorkflow, RewardFunctionJudge(reward_fns, weights, success_component), task_list, **env_kwargs)
+    return AgentEnv(CompletionWorkflow, judge, task_list, **env_kwargs)

@@ -11,7 +11,7 @@ from agent_rl.grpo.advantages import (
     zero_variance_fraction,
     zero_variance_groups,
 )
-from agent_rl.grpo.logprobs import token_entropy, token_logprobs
+from agent_rl.grpo.logprobs import token_entropy, token_logprobs, token_logprobs_and_entropy
 from agent_rl.grpo.loss import (
     LossAggregation,
     PolicyLoss,
@@ -47,6 +47,7 @@ __all__ = [
     "overlong_penalty",
     "token_entropy",
     "token_logprobs",
+    "token_logprobs_and_entropy",
     "truncated_importance_weights",
     "zero_variance_fraction",
     "zero_variance_groups",

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
+from agent_env.config.learner import AdvantageScaling
 
 if TYPE_CHECKING:
     from agent_rl.rollout.samples import TrainingSample
 
-AdvantageScaling = Literal["group", "batch", "none"]
-"""How centred rewards are scaled: `group` divides by the group's std (GRPO, DeepSeekMath); `batch` by the
-std of the whole batch (Hu et al. 2025, "REINFORCE++"; TRL `scale_rewards="batch"`); `none` does not scale
-(Dr. GRPO, Liu et al. 2025)."""
 
 ADVANTAGE_SCALINGS: tuple[str, ...] = ("group", "batch", "none")
 
@@ -47,7 +44,9 @@ def group_advantages(
         zero_variance: (G,) bool, True for groups whose rewards are all equal.
     """
     if scaling not in ADVANTAGE_SCALINGS:
-        raise ValueError(f"Unknown advantage scaling {scaling!r}; choose one of {', '.join(ADVANTAGE_SCALINGS)}.")
+        raise ValueError(
+            f"Unknown advantage scaling {scaling!r}; choose one of {', '.join(ADVANTAGE_SCALINGS)}."
+        )
     rewards = rewards.to(torch.float32)  # (N,)
     group_index = group_index.to(torch.long)  # (N,)
     num_groups = int(group_index.max()) + 1 if group_index.numel() else 0

@@ -12,7 +12,9 @@ class _SelectedLogProb(torch.autograd.Function):
     """log softmax(x / T)[y] = x_y / T - logsumexp(x / T), chunked over rows; saves only `logits` and the (N,) lse."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, temperature: float, chunk_rows: int) -> torch.Tensor:
+    def forward(
+        ctx, logits: torch.Tensor, index: torch.Tensor, temperature: float, chunk_rows: int
+    ) -> torch.Tensor:
         # logits (N, V), index (N,) -> logprobs (N,) float32
         logprobs = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
         lse = torch.empty_like(logprobs)
@@ -35,7 +37,9 @@ class _SelectedLogProb(torch.autograd.Function):
             probs = torch.exp(_scaled(logits[rows], ctx.temperature) - lse[rows, None])  # (n, V)
             grad = grad_logprobs[rows, None].to(torch.float32)  # (n, 1)
             chunk = (-probs * grad).scatter_add_(-1, index[rows, None], grad)
-            grad_logits[rows] = (chunk / ctx.temperature if ctx.temperature != 1.0 else chunk).to(logits.dtype)
+            grad_logits[rows] = (chunk / ctx.temperature if ctx.temperature != 1.0 else chunk).to(
+                logits.dtype
+            )
         return grad_logits, None, None, None
 
 
@@ -66,16 +70,22 @@ def token_logprobs(
         (...) float32 per-token logprobs.
     """
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}.")
+        raise ValueError(
+            f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}."
+        )
     if logits.shape[:-1] != tokens.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree: expected logits (..., V), tokens (...).")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree: expected logits (..., V), tokens (...)."
+        )
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_tokens = tokens.reshape(-1).to(torch.long)  # (N,)
     return _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), chunk_rows).view(tokens.shape)
 
 
 @torch.no_grad()
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
+def token_entropy(
+    logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> torch.Tensor:
     """H_t = -Σ_v p_v log p_v with p = softmax(logits_t / T), per position, in float32 (no gradient; for metrics).
 
     Args:
@@ -91,3 +101,28 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_rows: in
         logp = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
         entropy[start : start + chunk_rows] = -(logp.exp() * logp).sum(-1)
     return entropy.view(logits.shape[:-1])
+
+
+@torch.no_grad()
+def token_logprobs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_logprobs` and `token_entropy` in one pass over the logits (no gradient: for scoring π_old).
+
+    Shapes: logits (..., V), tokens (...); two (...) float32 tensors out.
+    """
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}."
+        )
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    flat_tokens = tokens.reshape(-1, 1).to(torch.long)  # (N, 1)
+    logprobs = torch.empty(flat_logits.shape[0], dtype=torch.float32, device=logits.device)
+    entropy = torch.empty_like(logprobs)
+    for start in range(0, flat_logits.shape[0], chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        scaled = _scaled(flat_logits[rows], temperature)  # (n, V)
+        lse = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (n, 1)
+        logprobs[rows] = (scaled.gather(-1, flat_tokens[rows]) - lse).squeeze(-1)
+        entropy[rows] = (lse - (torch.softmax(scaled, dim=-1) * scaled).sum(-1, keepdim=True)).squeeze(-1)
+    return logprobs.view(tokens.shape), entropy.view(tokens.shape)

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
-
-LossAggregation = Literal["token-mean", "seq-mean-token-mean", "dr_grpo"]
-"""How per-token losses become one number (the names of verl's `loss_agg_mode`, TRL's `loss_type` in brackets):
-
-- `token-mean` (TRL `dapo`, DAPO, Yu et al. 2025): Σ loss·mask / (trained tokens of the whole optimizer step,
-  all micro-batches and ranks). Every trained token weighs the same, long responses are not down-weighted.
-- `seq-mean-token-mean` (TRL `grpo`, DeepSeekMath): the mean over sequences of each sequence's token mean.
-- `dr_grpo` (TRL `dr_grpo`, Liu et al. 2025): Σ loss·mask / (sequences × a constant max length), no
-  length bias.
-"""
+from agent_env.config.learner import LossAggregation, TisMode
 
 LOSS_AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "dr_grpo")
 
-TisMode = Literal["truncate", "mask"]
-"""Truncated importance sampling against the engine: `truncate` caps the weight at C (Yao et al. 2025, "Your
-efficient RL framework secretly brings you off-policy RL training"); `mask` zeroes tokens above C (TRL
-`token_mask`)."""
 
 
 class PolicyLoss(NamedTuple):
@@ -146,9 +133,13 @@ def aggregate_loss(
         return per_sequence.sum() / max(float(sequences), 1.0)
     if aggregation == "dr_grpo":
         if max_length is None:
-            raise ValueError("The dr_grpo aggregation divides by a constant max length: pass max_length (the most tokens a response may have).")
+            raise ValueError(
+                "The dr_grpo aggregation divides by a constant max length: pass max_length (the most tokens a response may have)."
+            )
         return masked.sum() / (max(float(sequences), 1.0) * max_length)
-    raise ValueError(f"Unknown loss aggregation {aggregation!r}; choose one of {', '.join(LOSS_AGGREGATIONS)}.")
+    raise ValueError(
+        f"Unknown loss aggregation {aggregation!r}; choose one of {', '.join(LOSS_AGGREGATIONS)}."
+    )
 
 
 def grpo_loss(
@@ -182,13 +173,17 @@ def grpo_loss(
     """
     trained = loss_mask.bool()  # (B, T)
     old_per_token_logps = torch.where(trained, old_per_token_logps, per_token_logps.detach())
-    per_token_loss, ratio = clipped_surrogate(per_token_logps, old_per_token_logps, advantages, epsilon_low, epsilon_high)
+    per_token_loss, ratio = clipped_surrogate(
+        per_token_logps, old_per_token_logps, advantages, epsilon_low, epsilon_high
+    )
     if importance_weights is not None:
         per_token_loss = per_token_loss * importance_weights
     per_token_kl = None
     if beta != 0.0:
         if ref_per_token_logps is None:
-            raise ValueError(f"beta = {beta} needs the reference policy's logprobs (ref_per_token_logps); set beta = 0 to train without a reference.")
+            raise ValueError(
+                f"beta = {beta} needs the reference policy's logprobs (ref_per_token_logps); set beta = 0 to train without a reference."
+            )
         ref_per_token_logps = torch.where(trained, ref_per_token_logps, per_token_logps.detach())
         per_token_kl = k3_kl(per_token_logps, ref_per_token_logps)
         per_token_loss = per_token_loss + beta * per_token_kl

@@ -48,7 +48,9 @@ def apply_overlong_penalty(
         lengths[key] = max(lengths[key], len(sample.response_ids))
     shaped = []
     for sample in samples:
-        extra = overlong_penalty(lengths[(sample.group_id, sample.episode_id)], max_length, cache_length, penalty)
+        extra = overlong_penalty(
+            lengths[(sample.group_id, sample.episode_id)], max_length, cache_length, penalty
+        )
         components = {**sample.reward_components, "overlong_penalty": extra}
         shaped.append(replace(sample, reward=sample.reward + extra, reward_components=components))
     return shaped

@@ -44,7 +44,15 @@ class MicroBatch:
         return self.input_ids.numel()
 
     def to(self, device: torch.device | str) -> MicroBatch:
-        for name in ("input_ids", "attention_mask", "position_ids", "targets", "loss_mask", "engine_logprobs", "advantages"):
+        for name in (
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            "targets",
+            "loss_mask",
+            "engine_logprobs",
+            "advantages",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -58,7 +66,9 @@ def padded_tokens(samples: Sequence[TrainingSample], indices: Sequence[int]) -> 
     return len(indices) * (prompt + response)
 
 
-def plan_micro_batches(samples: Sequence[TrainingSample], indices: Sequence[int], max_tokens: int) -> list[list[int]]:
+def plan_micro_batches(
+    samples: Sequence[TrainingSample], indices: Sequence[int], max_tokens: int
+) -> list[list[int]]:
     """Group `indices` into micro-batches of at most `max_tokens` padded tokens (`padded_tokens`).
 
     Longest samples first, so that samples of similar length share a micro-batch and padding stays small; each
@@ -77,7 +87,9 @@ def plan_micro_batches(samples: Sequence[TrainingSample], indices: Sequence[int]
     return batches
 
 
-def assign_to_ranks(samples: Sequence[TrainingSample], micro_batches: list[list[int]], world_size: int) -> list[list[list[int]]]:
+def assign_to_ranks(
+    samples: Sequence[TrainingSample], micro_batches: list[list[int]], world_size: int
+) -> list[list[list[int]]]:
     """Deal micro-batches out to ranks, balancing padded tokens (longest-processing-time first).
 
     Deterministic, so that every rank computes the same assignment from the same global batch. Ranks may end up
@@ -104,7 +116,9 @@ def split_mini_batches(num_samples: int, mini_batches: int) -> list[list[int]]:
     return [list(range(bounds[k], bounds[k + 1])) for k in range(mini_batches)]
 
 
-def collate(samples: Sequence[TrainingSample], indices: Sequence[int], advantages: Sequence[float]) -> MicroBatch:
+def collate(
+    samples: Sequence[TrainingSample], indices: Sequence[int], advantages: Sequence[float]
+) -> MicroBatch:
     """Pad the samples at `indices` into a `MicroBatch` (see its docstring for the layout)."""
     rows = [samples[i] for i in indices]
     prompt_len = max(len(s.prompt_ids) for s in rows)

@@ -20,8 +20,8 @@ def ensure_distributed() -> None:
 
     Under `torchrun` or the `deepspeed` launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) this joins
     their group (NCCL on GPUs, gloo on the CPU). A plain `python` process gets a group of one that needs no
-    port. DeepSpeed insists on the LOCAL_RANK variable, so a process without one gets LOCAL_RANK=0 (it is the
-    only process of its host). An already initialised group is reused as is.
+    port. DeepSpeed insists on the LOCAL_RANK variable, so a process without one gets it set (0 for a group of
+    one; else the rank modulo the GPUs of the host). An already initialised group is reused as is.
     """
     import deepspeed
 
@@ -29,10 +29,12 @@ def ensure_distributed() -> None:
     launched = all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
     if not dist.is_initialized() and not launched:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    os.environ.setdefault("LOCAL_RANK", str(dist.get_rank() % max(1, torch.cuda.device_count())) if dist.is_initialized() else "0")
-    deepspeed.init_distributed(dist_backend=backend)
+    if "LOCAL_RANK" not in os.environ:  # a user-made group or a launcher that does not set it
+        rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+        os.environ["LOCAL_RANK"] = str(rank % max(1, torch.cuda.device_count()))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend=backend)
 
 
 def use_bf16(config: LearnerConfig) -> bool:
@@ -64,7 +66,9 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     }
 
 
-def load_model(model_path: str, config: LearnerConfig, ds_config: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+def load_model(
+    model_path: str, config: LearnerConfig, ds_config: dict[str, Any]
+) -> tuple[torch.nn.Module, Any]:
     """Load the causal LM in float32 (DeepSpeed keeps the float32 master copy and casts for bf16).
 
     Under ZeRO-3 the weights are partitioned while they load (transformers' `HfDeepSpeedConfig`), so no rank
@@ -104,7 +108,9 @@ def _add_lora(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:  # pragma: no cover - peft is a dependency of agent-rl
-        raise ImportError("LoRA needs the `peft` package: `pip install peft`, or set lora to None.") from error
+        raise ImportError(
+            "LoRA needs the `peft` package: `pip install peft`, or set lora to None."
+        ) from error
     assert config.lora is not None
     lora = LoraConfig(
         r=config.lora.r,
@@ -125,8 +131,13 @@ def build_optimizer(model: torch.nn.Module, config: LearnerConfig) -> torch.opti
         if param.requires_grad:
             shape = getattr(param, "ds_shape", param.shape)  # ZeRO-3 params are empty until gathered
             (decay if len(shape) >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.adam_eps)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.adam_eps
+    )
 
 
 def lr_schedule(config: LearnerConfig):
@@ -134,7 +145,8 @@ def lr_schedule(config: LearnerConfig):
 
     def make(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.total_steps, config.min_lr_ratio)
+            optimizer,
+            lambda step: warmup_cosine(step, config.warmup_steps, config.total_steps, config.min_lr_ratio),
         )
 
     return make

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from agent_rl.embedded_model import resolve_model_path
 from agent_rl.grpo import (
+    PolicyLoss,
     approx_kl,
     clipped_tokens,
     episode_advantages,
@@ -23,11 +24,18 @@ from agent_rl.grpo import (
     masked_max,
     masked_min,
     masked_sum,
-    token_entropy,
     token_logprobs,
+    token_logprobs_and_entropy,
     truncated_importance_weights,
 )
-from agent_rl.learner.batching import MicroBatch, assign_to_ranks, collate, padding_micro_batch, plan_micro_batches, split_mini_batches
+from agent_rl.learner.batching import (
+    MicroBatch,
+    assign_to_ranks,
+    collate,
+    padding_micro_batch,
+    plan_micro_batches,
+    split_mini_batches,
+)
 from agent_rl.learner.config import LearnerConfig
 from agent_rl.learner.engine_setup import (
     build_optimizer,
@@ -59,7 +67,9 @@ class Learner:
     process the learner is a group of one; under `torchrun`/`deepspeed` it joins theirs.
     """
 
-    def __init__(self, model: str | os.PathLike | torch.nn.Module, config: LearnerConfig | None = None) -> None:
+    def __init__(
+        self, model: str | os.PathLike | torch.nn.Module, config: LearnerConfig | None = None
+    ) -> None:
         """Load `model` (a Hugging Face directory or hub id, `embedded:<name>`, or a `PreTrainedModel`) and wrap it.
 
         Building the engine joins the process group (`ensure_distributed`). The first DeepSpeed start on a CPU
@@ -79,8 +89,14 @@ class Learner:
         reference = self._reference_model(module) if config.beta != 0.0 and config.lora is None else None
         module = prepare_model(module, config)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=build_optimizer(module, config), lr_scheduler=lr_schedule(config), config=self._ds_config
+            model=module,
+            optimizer=build_optimizer(module, config),
+            lr_scheduler=lr_schedule(config),
+            config=self._ds_config,
         )
+        if self.world_size == 1 and config.zero_stage == 0 and not self._ds_config["bf16"]["enabled"]:
+            # one float32 rank without ZeRO has nothing to reduce: skip flattening every gradient for it
+            self.engine.enable_backward_allreduce = False
         self.device = self.engine.device
         self.reference = reference.to(self.device) if reference is not None else None
         self.step = 0  # optimizer steps taken
@@ -104,12 +120,16 @@ class Learner:
         self._check_same_batch_on_every_rank(samples)
         # ALGO LOGIC: advantages per episode within its group, broadcast to the episode's samples
         advantages, zero_variance = episode_advantages(samples, cfg.advantage_scaling, cfg.advantage_eps)
-        plan = [self._local_micro_batches(samples, indices, advantages) for indices in split_mini_batches(len(samples), cfg.mini_batches)]
+        plan = [
+            self._local_micro_batches(samples, indices, advantages)
+            for indices in split_mini_batches(len(samples), cfg.mini_batches)
+        ]
         # the policy that sampled (π_old), scored once before the first update; the reference when β > 0
         entropy_sum = self._score(plan)
         scored = time.perf_counter()
         sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=self.device)
-        extremes = torch.tensor([-torch.inf, -torch.inf], dtype=torch.float64, device=self.device)  # max ratio, -min ratio
+        # max ratio, -min ratio
+        extremes = torch.tensor([-torch.inf, -torch.inf], dtype=torch.float64, device=self.device)
         grad_norms, lrs = [], []
         for _ in range(cfg.num_iterations):
             for micro_batches in plan:
@@ -163,15 +183,28 @@ class Learner:
         for k, micro in enumerate(micro_batches):
             self.engine.set_gradient_accumulation_boundary(k == len(micro_batches) - 1)
             # ALGO LOGIC: the clipped surrogate on this micro-batch, normalised by the mini-batch's global counts
-            logps = token_logprobs(self._logits(self.engine, micro), micro.targets, cfg.temperature)  # (B, R+1)
+            logits = self._logits(self.engine, micro)  # (B, R+1, V)
+            logps = token_logprobs(logits, micro.targets, cfg.temperature)  # (B, R+1)
+            del logits  # the graph keeps what backward needs; don't hold it into the next forward
             weights = None
             if cfg.tis_cap is not None:
-                weights = truncated_importance_weights(micro.old_logprobs, micro.engine_logprobs, cfg.tis_cap, cfg.tis_mode, micro.loss_mask)
+                weights = truncated_importance_weights(
+                    micro.old_logprobs, micro.engine_logprobs, cfg.tis_cap, cfg.tis_mode, micro.loss_mask
+                )
             out = grpo_loss(
-                logps, micro.old_logprobs, micro.advantages, micro.loss_mask,
-                epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, aggregation=cfg.loss_aggregation,
-                num_tokens=num_tokens, num_sequences=num_sequences, max_length=cfg.max_response_length,
-                importance_weights=weights, ref_per_token_logps=micro.ref_logprobs, beta=cfg.beta,
+                logps,
+                micro.old_logprobs,
+                micro.advantages,
+                micro.loss_mask,
+                epsilon_low=cfg.epsilon_low,
+                epsilon_high=cfg.epsilon_high,
+                aggregation=cfg.loss_aggregation,
+                num_tokens=num_tokens,
+                num_sequences=num_sequences,
+                max_length=cfg.max_response_length,
+                importance_weights=weights,
+                ref_per_token_logps=micro.ref_logprobs,
+                beta=cfg.beta,
             )
             # DeepSpeed averages gradients over ranks; the loss is already a share of the global sum, so undo that
             self.engine.backward(out.loss * self.world_size, scale_wrt_gas=False)
@@ -181,7 +214,16 @@ class Learner:
         self.step += 1
         return grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm())
 
-    def _accumulate(self, sums, extremes, micro: MicroBatch, logps, out, weights) -> None:
+    def _accumulate(
+        self,
+        sums: torch.Tensor,
+        extremes: torch.Tensor,
+        micro: MicroBatch,
+        logps: torch.Tensor,
+        out: PolicyLoss,
+        weights: torch.Tensor | None,
+    ) -> None:
+        """Add this micro-batch's metric sums (in `_SUMS` order) and ratio extremes, on device, without syncing."""
         cfg, mask = self.config, micro.loss_mask
         low, high = clipped_tokens(out.ratio, micro.advantages, cfg.epsilon_low, cfg.epsilon_high)
         zero = torch.zeros((), device=mask.device)
@@ -207,8 +249,10 @@ class Learner:
         entropy = 0.0
         for micro in (m for mini in plan for m in mini):
             logits = self._logits(self.engine, micro)
-            micro.old_logprobs = token_logprobs(logits, micro.targets, self.config.temperature)
-            entropy += float(masked_sum(token_entropy(logits, self.config.temperature), micro.loss_mask))
+            micro.old_logprobs, token_entropy = token_logprobs_and_entropy(
+                logits, micro.targets, self.config.temperature
+            )
+            entropy += float(masked_sum(token_entropy, micro.loss_mask))
             del logits
             if self.config.beta != 0.0:
                 micro.ref_logprobs = self._reference_logprobs(micro)
@@ -217,8 +261,11 @@ class Learner:
     def _logits(self, model, micro: MicroBatch) -> torch.Tensor:
         """Logits (B, R + 1, V) of the positions that predict the response tokens (see `MicroBatch`)."""
         output = model(
-            input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids,
-            logits_to_keep=micro.logits_to_keep, use_cache=False,
+            input_ids=micro.input_ids,
+            attention_mask=micro.attention_mask,
+            position_ids=micro.position_ids,
+            logits_to_keep=micro.logits_to_keep,
+            use_cache=False,
         )
         return output.logits
 
@@ -229,16 +276,20 @@ class Learner:
             return token_logprobs(self._logits(self.engine, micro), micro.targets, self.config.temperature)
 
     def _reference_model(self, module: torch.nn.Module) -> torch.nn.Module:
-        """A frozen copy of the initial weights for the KL term (loaded again from the path, or deep-copied)."""
+        """A frozen copy of the initial weights for the KL term (bf16 when training in bf16)."""
         if self.config.zero_stage == 3:
-            raise ValueError("beta > 0 with ZeRO-3 is not supported (the reference would not be partitioned): use zero_stage ≤ 2, LoRA, or beta = 0.")
+            raise ValueError(
+                "beta > 0 with ZeRO-3 is not supported (the reference would not be partitioned): use zero_stage ≤ 2, LoRA, or beta = 0."
+            )
         import copy
 
         reference = copy.deepcopy(module)
         reference.requires_grad_(False).eval()
         return reference.to(torch.bfloat16) if self._ds_config["bf16"]["enabled"] else reference
 
-    def _local_micro_batches(self, samples: Sequence[TrainingSample], indices: list[int], advantages: list[float]) -> list[MicroBatch]:
+    def _local_micro_batches(
+        self, samples: Sequence[TrainingSample], indices: list[int], advantages: list[float]
+    ) -> list[MicroBatch]:
         """This rank's micro-batches of one mini-batch, padded with empty ones to the count of the busiest rank."""
         micro = plan_micro_batches(samples, indices, self.config.max_tokens_per_micro_batch)
         per_rank = assign_to_ranks(samples, micro, self.world_size)
@@ -254,9 +305,13 @@ class Learner:
         every rank scores every sample). Compare with `sample.logprobs` to measure the engine/learner mismatch."""
         result: list[list[float]] = [[] for _ in samples]
         zeros = [0.0] * len(samples)
-        for indices in plan_micro_batches(samples, range(len(samples)), self.config.max_tokens_per_micro_batch):
+        for indices in plan_micro_batches(
+            samples, range(len(samples)), self.config.max_tokens_per_micro_batch
+        ):
             micro = collate(samples, indices, zeros).to(self.device)
-            logps = token_logprobs(self._logits(self.engine, micro), micro.targets, self.config.temperature).cpu()
+            logps = token_logprobs(
+                self._logits(self.engine, micro), micro.targets, self.config.temperature
+            ).cpu()
             for row, index in enumerate(indices):
                 result[index] = logps[row, : len(samples[index].response_ids)].tolist()
         return result
@@ -289,11 +344,22 @@ class Learner:
             holder[0] = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
         dist.broadcast_object_list(holder, src=0)
         tmp = Path(holder[0])
-        self.engine.save_checkpoint(str(tmp / _DS_DIR), tag=_DS_TAG, client_state={"learner_step": self.step}, save_latest=False)
+        self.engine.save_checkpoint(
+            str(tmp / _DS_DIR), tag=_DS_TAG, client_state={"learner_step": self.step}, save_latest=False
+        )
         state_dict = self.state_dict_for_sync()  # collective: every rank gathers, rank 0 writes
         if self.rank == 0:
             self._save_pretrained(tmp, state_dict)
-            (tmp / _STATE_FILE).write_text(json.dumps({"step": self.step, "world_size": self.world_size, "config": self.config.model_dump(mode="json")}, indent=1))
+            (tmp / _STATE_FILE).write_text(
+                json.dumps(
+                    {
+                        "step": self.step,
+                        "world_size": self.world_size,
+                        "config": self.config.model_dump(mode="json"),
+                    },
+                    indent=1,
+                )
+            )
             tmp.chmod(0o755)
             if final.exists():
                 stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
@@ -307,14 +373,20 @@ class Learner:
         """Resume from `save_checkpoint(directory)`: weights, optimizer and LR-scheduler state, and the step count."""
         path = Path(directory)
         if not (path / _DS_DIR / _DS_TAG).is_dir():
-            raise FileNotFoundError(f"{path} holds no learner checkpoint ({_DS_DIR}/{_DS_TAG} is missing); pass a directory written by Learner.save_checkpoint.")
-        _, client_state = self.engine.load_checkpoint(str(path / _DS_DIR), tag=_DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+            raise FileNotFoundError(
+                f"{path} holds no learner checkpoint ({_DS_DIR}/{_DS_TAG} is missing); pass a directory written by Learner.save_checkpoint."
+            )
+        _, client_state = self.engine.load_checkpoint(
+            str(path / _DS_DIR), tag=_DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
         self.step = int((client_state or {}).get("learner_step", 0))
 
     def _save_pretrained(self, out: Path, state_dict: dict[str, torch.Tensor]) -> None:
         module = self.engine.module
         base = module.get_base_model() if hasattr(module, "get_base_model") else module
-        tied = {n for n, _ in base.named_parameters(remove_duplicate=False)} - {n for n, _ in base.named_parameters()}
+        tied = {n for n, _ in base.named_parameters(remove_duplicate=False)} - {
+            n for n, _ in base.named_parameters()
+        }
         base.save_pretrained(out, state_dict={n: t for n, t in state_dict.items() if n not in tied})
         if self.model_path is None:
             return
@@ -323,7 +395,9 @@ class Learner:
 
             AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out)
         except (OSError, ValueError) as error:
-            logger.warning("The checkpoint %s has no tokenizer: none loads from %s (%s).", out, self.model_path, error)
+            logger.warning(
+                "The checkpoint %s has no tokenizer: none loads from %s (%s).", out, self.model_path, error
+            )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -331,8 +405,8 @@ class Learner:
         """The gradient norm before clipping, for float32 without ZeRO, the one case where DeepSpeed does not record it."""
         if self.config.zero_stage != 0 or self._ds_config["bf16"]["enabled"]:
             return None  # DeepSpeed's optimizer wrapper records it: get_global_grad_norm() after the step
-        grads = [p.grad.detach().double().norm() for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.stack(grads).norm()) if grads else 0.0
+        norms = [p.grad.detach().norm() for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.stack(norms).double().norm()) if norms else 0.0
 
     def _all_reduce_scalar(self, value: float) -> float:
         tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
@@ -345,13 +419,21 @@ class Learner:
         if self.world_size == 1:
             return
         fingerprint = torch.tensor(
-            [len(samples), sum(s.total_length for s in samples), sum(s.num_trained_tokens for s in samples), sum(s.reward for s in samples)],
-            dtype=torch.float64, device=self.device,
+            [
+                len(samples),
+                sum(s.total_length for s in samples),
+                sum(s.num_trained_tokens for s in samples),
+                sum(s.reward for s in samples),
+            ],
+            dtype=torch.float64,
+            device=self.device,
         )
         both = torch.cat([fingerprint, -fingerprint])
         dist.all_reduce(both, op=dist.ReduceOp.MAX)
         if not torch.equal(both[:4], -both[4:]):
-            raise ValueError("train_step needs the same global batch on every rank (each rank trains its share of it); the ranks passed different samples.")
+            raise ValueError(
+                "train_step needs the same global batch on every rank (each rank trains its share of it); the ranks passed different samples."
+            )
 
     @property
     def module(self) -> torch.nn.Module:

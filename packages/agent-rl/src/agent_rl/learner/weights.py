@@ -85,7 +85,9 @@ def _value(entry: _Entry) -> torch.Tensor:
     return merged
 
 
-def iter_named_weights(model: torch.nn.Module, bucket_numel: int = DEFAULT_BUCKET_NUMEL) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_named_weights(
+    model: torch.nn.Module, bucket_numel: int = DEFAULT_BUCKET_NUMEL
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield `(name, tensor)` for every key of the plain Hugging Face model's state dict.
 
     Names are those of `AutoModelForCausalLM.from_pretrained(...).state_dict()` (tied weights appear under each
@@ -113,6 +115,8 @@ def _emit(bucket: list[_Entry]) -> Iterator[tuple[str, torch.Tensor]]:
             yield entry.name, _value(entry)
 
 
-def full_state_dict(model: torch.nn.Module, bucket_numel: int = DEFAULT_BUCKET_NUMEL) -> dict[str, torch.Tensor]:
+def full_state_dict(
+    model: torch.nn.Module, bucket_numel: int = DEFAULT_BUCKET_NUMEL
+) -> dict[str, torch.Tensor]:
     """`iter_named_weights` collected into a dict of CPU copies (a collective under ZeRO-3)."""
     return {name: tensor.to("cpu", copy=True) for name, tensor in iter_named_weights(model, bucket_numel)}

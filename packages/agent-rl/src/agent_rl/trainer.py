@@ -1,0 +1,348 @@
+"""`Trainer`: collect → learn → sync, validate, checkpoint, log. `agent_rl.train(config)` runs it.
+
+One step, top to bottom (`Trainer.step`):
+    tasks = next `train_batch_size` tasks (seeded order, epoch by epoch)
+    batch = collector.collect(tasks, num_repeat)          # agent-env episodes against the engine
+    metrics = learner.train_step(batch.samples)           # GRPO on DeepSpeed
+    sync the engine's weights with the learner's
+    every `test_freq` steps: validation accuracy and pass@k; every `save_freq`: a checkpoint
+Everything lands in the run directory (`launcher_record/{config file stem}/`): `config.yaml`,
+`metrics.jsonl`, TensorBoard events, `trajectories/step_N.jsonl`, `checkpoints/step_N/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent_env.config import AgentRLConfig, dump_resolved
+from agent_env.from_config import env_factory_from_config, tasks_from_config
+from agent_env.types import Task
+
+logger = logging.getLogger("agent_rl")
+
+TRAINER_STATE = "trainer_state.json"
+
+
+class RunDirectoryExists(RuntimeError):
+    """The run directory holds an earlier run and `resume` was not asked for."""
+
+
+class Trainer:
+    """GRPO training of the config's agent. Build it, then call `fit()`; `step()` runs one step."""
+
+    def __init__(self, config: AgentRLConfig, run_dir: str | Path, *, resume: bool = False, max_steps: int | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        ajet = config.ajet
+        self.seed = ajet.trainer_common.seed
+        self._prepare_run_dir(resume)
+        self.train_tasks: Sequence[Task] = tasks_from_config(config, "train")
+        self.val_tasks: Sequence[Task] | None = tasks_from_config(config, "validation")
+        if not self.train_tasks:
+            raise ValueError("The training split has no tasks; check ajet.task_reader.")
+        self.batch_size = min(ajet.data.train_batch_size, len(self.train_tasks))
+        steps_per_epoch = math.ceil(len(self.train_tasks) / self.batch_size)
+        planned = ajet.trainer_common.total_training_steps or steps_per_epoch * ajet.trainer_common.total_epochs
+        self.total_steps = min(planned, max_steps) if max_steps else planned
+        self.step_index = 0
+        self.epoch = 0
+        self.position = 0
+        self._order: list[int] = []
+        self.loop = asyncio.new_event_loop()
+        self.learner = self._build_learner()
+        self.engine, self.shares_weights = self._build_engine()
+        from agent_rl.rollout.collector import RolloutCollector  # noqa: F401  (fail early if broken)
+
+        self.collector = _build_collector(config, self.engine, self.engine.tokenizer if hasattr(self.engine, "tokenizer") else self._tokenizer())
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard") if "tensorboard" in ajet.trainer_common.logger else None
+        if resume:
+            self._resume()
+        random.seed(self.seed)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train until `total_steps`; Ctrl-C saves a checkpoint and returns. Returns the last step's metrics."""
+        common = self.config.ajet.trainer_common
+        last: dict[str, float] = {}
+        started = time.perf_counter()
+        first_step = self.step_index
+        interrupted = False
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            if common.val_before_train and self.step_index == 0 and self.val_tasks:
+                self._log(self._validate(), step=0)
+            while self.step_index < self.total_steps:
+                last = self.step()
+                done = self.step_index - first_step
+                eta = (time.perf_counter() - started) / done * (self.total_steps - self.step_index)
+                print(_progress_line(self.step_index, self.total_steps, last, eta), flush=True)
+                if common.save_freq > 0 and self.step_index % common.save_freq == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\ninterrupted at step {self.step_index}: saving a checkpoint", flush=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted or common.save_freq <= 0 or self.step_index % common.save_freq != 0:
+            self.save_checkpoint()
+        self._finish_outputs()
+        return last
+
+    def step(self) -> dict[str, float]:
+        """One training step: collect, learn, sync, and (every `test_freq`) validate. Returns its metrics."""
+        ajet = self.config.ajet
+        step_started = time.perf_counter()
+        tasks = self._next_tasks()
+        batch = self.loop.run_until_complete(self.collector.collect(tasks, ajet.rollout.num_repeat, seed=self.seed * 100_003 + self.step_index))
+        from agent_rl.rollout.trajectories import write_trajectories
+
+        write_trajectories(self.run_dir / "trajectories" / f"step_{self.step_index + 1}.jsonl", batch.samples)
+        metrics = batch.metrics()
+        learn_started = time.perf_counter()
+        if batch.samples:
+            metrics.update(self.learner.train_step(batch.samples))
+        metrics["timing/learn_s"] = time.perf_counter() - learn_started
+        sync_started = time.perf_counter()
+        self._sync_weights()
+        metrics["timing/sync_s"] = time.perf_counter() - sync_started
+        self.step_index += 1
+        test_freq = ajet.trainer_common.test_freq
+        if self.val_tasks and test_freq > 0 and self.step_index % test_freq == 0:
+            metrics.update(self._validate())
+        metrics["timing/step_s"] = time.perf_counter() - step_started
+        metrics["tokens/per_s"] = metrics.get("tokens/generated", 0.0) / metrics["timing/step_s"]
+        metrics["epoch"] = float(self.epoch)
+        self._log(metrics, step=self.step_index)
+        return metrics
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate(self) -> dict[str, float]:
+        from agent_env.evaluation import pass_at_k
+
+        from agent_rl.engines.base import SamplingParams
+
+        val = self.config.ajet.rollout.val_kwargs
+        started = time.perf_counter()
+        sampling = SamplingParams(temperature=val.temperature, top_p=val.top_p, top_k=val.top_k,
+                                  max_tokens=self.config.ajet.rollout.max_response_length_in_one_turn)
+        batch = self.loop.run_until_complete(self.collector.collect(list(self.val_tasks), val.num_repeat, seed=self.seed, sampling=sampling))
+        by_task: dict[str, list[bool]] = {}
+        for episode in batch.episodes:
+            by_task.setdefault(episode.group_id, []).append(episode.is_success)
+        metrics = {
+            "val/accuracy": sum(e.is_success for e in batch.episodes) / max(1, len(batch.episodes)),
+            "val/reward_mean": sum(e.reward for e in batch.episodes) / max(1, len(batch.episodes)),
+            "val/turns_mean": sum(e.num_turns for e in batch.episodes) / max(1, len(batch.episodes)),
+            "timing/validation_s": time.perf_counter() - started,
+        }
+        if val.num_repeat > 1:
+            metrics[f"val/pass@{val.num_repeat}"] = sum(
+                pass_at_k(len(s), sum(s), val.num_repeat) for s in by_task.values()) / max(1, len(by_task))
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path:
+        """`checkpoints/step_N/`: the model in Hugging Face format, optimizer and scheduler, and the trainer's state."""
+        directory = self.run_dir / "checkpoints" / f"step_{self.step_index}"
+        self.learner.save_checkpoint(directory)
+        state = {"step": self.step_index, "epoch": self.epoch, "position": self.position, "order": self._order,
+                 "python_random": _encode_random_state(random.getstate())}
+        tmp = directory / f".{TRAINER_STATE}.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, directory / TRAINER_STATE)
+        return directory
+
+    def _resume(self) -> None:
+        checkpoints = sorted((self.run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        checkpoints = [c for c in checkpoints if (c / TRAINER_STATE).exists()]
+        if not checkpoints:
+            print(f"resume: no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0", flush=True)
+            return
+        latest = checkpoints[-1]
+        self.learner.load_checkpoint(latest)
+        state = json.loads((latest / TRAINER_STATE).read_text())
+        self.step_index, self.epoch, self.position, self._order = state["step"], state["epoch"], state["position"], state["order"]
+        random.setstate(_decode_random_state(state["python_random"]))
+        self._sync_weights()
+        print(f"resume: continuing from {latest} (step {self.step_index})", flush=True)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not resume:
+            raise RunDirectoryExists(
+                f"{self.run_dir} already holds a run. Continue it with `--resume`, or start afresh by removing that "
+                f"directory (or set ajet.experiment_name / use another config file name)."
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_resolved(self.config, self.run_dir / "config.yaml")
+
+    def _next_tasks(self) -> list[Task]:
+        tasks = []
+        while len(tasks) < self.batch_size:
+            if not self._order or self.position >= len(self._order):
+                if self._order:
+                    self.epoch += 1
+                self._order = list(range(len(self.train_tasks)))
+                random.Random(self.seed * 7919 + self.epoch).shuffle(self._order)
+                self.position = 0
+            tasks.append(self.train_tasks[self._order[self.position]])
+            self.position += 1
+        return tasks
+
+    def _build_learner(self) -> Any:
+        from agent_rl.learner import Learner, LearnerConfig
+
+        ajet = self.config.ajet
+        updates = {"temperature": ajet.rollout.temperature}
+        if "total_steps" not in ajet.learner.model_fields_set:
+            updates["total_steps"] = self.total_steps * ajet.learner.mini_batches * ajet.learner.num_iterations
+        if "seed" not in ajet.learner.model_fields_set:
+            updates["seed"] = self.seed
+        return Learner(ajet.model.path, LearnerConfig.model_validate({**ajet.learner.model_dump(), **updates}))
+
+    def _build_engine(self) -> tuple[Any, bool]:
+        """The rollout engine: vLLM on a GPU (when installed), else the HF engine sharing the learner's module."""
+        import torch
+
+        choice = getattr(self.config.ajet.rollout, "engine", "auto")
+        if choice == "auto":
+            try:
+                import vllm  # noqa: F401
+
+                choice = "vllm" if torch.cuda.is_available() else "hf"
+            except ImportError:
+                choice = "hf"
+        if choice == "vllm":
+            from agent_rl.engines.vllm import VLLMEngine
+
+            rollout = self.config.ajet.rollout
+            engine = VLLMEngine(self.config.ajet.model.path, gpu_memory_utilization=rollout.gpu_memory_utilization,
+                                max_model_len=rollout.max_model_len, max_num_seqs=rollout.max_num_seqs, seed=self.seed)
+            return engine, False
+        from agent_rl.engines.hf import HFEngine
+
+        module = self.learner.module
+        if self.learner.config.zero_stage < 3 and self.learner.world_size == 1:
+            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=self.config.ajet.rollout.max_model_len), True
+        return HFEngine(self.config.ajet.model.path, seed=self.seed, max_model_len=self.config.ajet.rollout.max_model_len), False
+
+    def _sync_weights(self) -> None:
+        if self.shares_weights:
+            return  # the HF engine generates with the learner's own module
+        self.loop.run_until_complete(self.engine.update_weights(self.learner.named_weights()))
+
+    def _tokenizer(self) -> Any:
+        if not hasattr(self, "_tokenizer_cache"):
+            from transformers import AutoTokenizer
+
+            from agent_rl.embedded_model import resolve_model_path
+
+            self._tokenizer_cache = AutoTokenizer.from_pretrained(resolve_model_path(self.config.ajet.model.path))
+        return self._tokenizer_cache
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        row = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}
+        with open(self.metrics_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+        if self._tensorboard is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tensorboard.add_scalar(key, value, step)
+            self._tensorboard.flush()
+
+    def _finish_outputs(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        try:
+            from agent_cli.plots import write_plots
+        except ImportError:
+            return
+        try:
+            write_plots(self.run_dir)
+        except Exception as error:  # noqa: BLE001 - plots are a convenience; the run's data is already saved
+            logger.warning("could not draw plots: %s", error)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.loop.close()
+
+
+def train(config: AgentRLConfig, run_dir: str | Path | None = None, *, resume: bool = False, max_steps: int | None = None) -> dict[str, float]:
+    """Train the agent a config describes; results in `run_dir` (default `launcher_record/{config stem}`)."""
+    if run_dir is None:
+        stem = config.ajet.experiment_name or (Path(config.config_path).stem if config.config_path else config.ajet.project_name)
+        run_dir = Path("launcher_record") / stem
+    trainer = Trainer(config, run_dir, resume=resume, max_steps=max_steps)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def _build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Any:
+    from agent_rl.engines.base import SamplingParams
+    from agent_rl.rollout.collector import RolloutCollector, RolloutLimits
+
+    ajet = config.ajet
+    rollout = ajet.rollout
+    limits = RolloutLimits(
+        max_prompt_length=ajet.data.max_prompt_length,
+        max_response_length=ajet.data.max_response_length,
+        max_response_length_in_one_turn=rollout.max_response_length_in_one_turn,
+        max_model_len=min(rollout.max_model_len, engine.max_model_len),
+        max_samples_per_episode=rollout.multi_turn.max_sample_per_task,
+    )
+    sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_tokens=rollout.max_response_length_in_one_turn)
+    return RolloutCollector(env_factory_from_config(config), engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
+                            limits=limits, max_concurrency=rollout.max_env_worker,
+                            madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward)
+
+
+def _progress_line(step: int, total: int, metrics: dict[str, float], eta_s: float) -> str:
+    parts = [f"step {step}/{total}", f"reward {metrics.get('reward/mean', 0.0):.3f}", f"success {metrics.get('reward/success_rate', 0.0):.2f}"]
+    if "val/accuracy" in metrics:
+        parts.append(f"val acc {metrics['val/accuracy']:.3f}")
+    parts += [f"{metrics.get('tokens/per_s', 0.0):,.0f} tok/s", f"{metrics.get('timing/step_s', 0.0):.1f} s/step", f"ETA {_duration(eta_s)}"]
+    return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _tensorboard_writer(directory: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(directory))
+
+
+def _encode_random_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _decode_random_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+__all__ = ["RunDirectoryExists", "Trainer", "train"]
