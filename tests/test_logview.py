@@ -138,6 +138,8 @@ def test_a_person_sees_curves_steps_conversation_and_tokens_of_a_debug_run(tmp_p
         assert page.get_attribute('path.series[data-key="val/accuracy"]', "data-points") == "2"
         assert page.locator('path.series[data-key="tokens/response_mean"]').count() == 1
         assert "Validation accuracy" in page.inner_text("#curves")
+        page.select_option("#add-chart", "timing/step_s")  # any other logged metric, on demand
+        assert page.get_attribute('path.series[data-key="timing/step_s"]', "data-points") == "5"
 
         # steps -> groups -> episodes, with rewards, components and termination reasons
         assert page.locator("#steps .step-item").all_inner_texts()[0].startswith("step 0")

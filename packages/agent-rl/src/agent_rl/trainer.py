@@ -79,7 +79,7 @@ class Trainer:
         started = time.perf_counter()
         first_step = self.step_index
         interrupted = False
-        previous = signal.getsignal(signal.SIGINT)
+        previous = _stop_on_sigterm()
         try:
             if common.val_before_train and self.step_index == 0 and self.val_tasks:
                 self._log(self._validate(), step=0)
@@ -94,7 +94,8 @@ class Trainer:
             interrupted = True
             print(f"\ninterrupted at step {self.step_index}: saving a checkpoint", flush=True)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if interrupted or common.save_freq <= 0 or self.step_index % common.save_freq != 0:
             self.save_checkpoint()
         self._finish_outputs()
@@ -311,6 +312,19 @@ def _build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Any:
     return RolloutCollector(env_factory_from_config(config), engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
                             limits=limits, max_concurrency=rollout.max_env_worker,
                             madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM (e.g. a job scheduler's stop) behave like Ctrl-C: checkpoint, then exit. Returns the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _progress_line(step: int, total: int, metrics: dict[str, float], eta_s: float) -> str:
