@@ -155,12 +155,15 @@ def _train(args: argparse.Namespace) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         server = start_logview(run_dir, args.host, _port(args.port))
         print(f"logview: {server.url}", flush=True)
-    status = run_train(config, max_steps=args.max_steps, resume=args.resume)
-    if server is not None:
-        print(f"logview still serving at {server.url}; Ctrl-C to stop.", flush=True)
-        _wait_for_ctrl_c()
-        server.stop()
-    return int(status or 0)
+    try:
+        status = int(run_train(config, max_steps=args.max_steps, resume=args.resume) or 0)
+        if server is not None and status == 0:
+            print(f"logview still serving at {server.url}; Ctrl-C to stop.", flush=True)
+            _wait_for_ctrl_c()
+    finally:
+        if server is not None:
+            server.stop()
+    return status
 
 
 def _debug(args: argparse.Namespace) -> int:

@@ -187,6 +187,14 @@ class AjetConfig(ConfigBlock):
     )
 
     @model_validator(mode="after")
+    def _learner_follows_rollout(self) -> AjetConfig:
+        # The learner scores the distribution the engine samples from: unless set, its temperature is the rollout's.
+        if "temperature" not in self.learner.model_fields_set:
+            self.learner.temperature = self.rollout.temperature
+            self.learner.model_fields_set.discard("temperature")
+        return self
+
+    @model_validator(mode="after")
     def _check_invariants(self) -> AjetConfig:
         errors = [f"{key}: {text}" for level, key, text in self.invariant_problems() if level == "error"]
         if errors:
