@@ -213,7 +213,7 @@ def _eval(args: argparse.Namespace) -> int:
     from agent_rl.engines.base import SamplingParams
     from agent_rl.engines.hf import HFEngine
 
-    from agent_cli.debug import build_collector
+    from agent_rl.rollout.from_config import build_collector
 
     ajet = config.ajet
     val = ajet.rollout.val_kwargs

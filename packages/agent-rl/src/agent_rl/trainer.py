@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_env.config import AgentRLConfig, dump_resolved
-from agent_env.from_config import env_factory_from_config, tasks_from_config
+from agent_env.from_config import tasks_from_config
 from agent_env.types import Task
 
 logger = logging.getLogger("agent_rl")
@@ -61,9 +61,9 @@ class Trainer:
         self.loop = asyncio.new_event_loop()
         self.learner = self._build_learner()
         self.engine, self.shares_weights = self._build_engine()
-        from agent_rl.rollout.collector import RolloutCollector  # noqa: F401  (fail early if broken)
+        from agent_rl.rollout.from_config import build_collector
 
-        self.collector = _build_collector(config, self.engine, self.engine.tokenizer if hasattr(self.engine, "tokenizer") else self._tokenizer())
+        self.collector = build_collector(config, self.engine, self.engine.tokenizer if hasattr(self.engine, "tokenizer") else self._tokenizer())
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard") if "tensorboard" in ajet.trainer_common.logger else None
         if resume:
@@ -293,25 +293,6 @@ def train(config: AgentRLConfig, run_dir: str | Path | None = None, *, resume: b
         return trainer.fit()
     finally:
         trainer.close()
-
-
-def _build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Any:
-    from agent_rl.engines.base import SamplingParams
-    from agent_rl.rollout.collector import RolloutCollector, RolloutLimits
-
-    ajet = config.ajet
-    rollout = ajet.rollout
-    limits = RolloutLimits(
-        max_prompt_length=ajet.data.max_prompt_length,
-        max_response_length=ajet.data.max_response_length,
-        max_response_length_in_one_turn=rollout.max_response_length_in_one_turn,
-        max_model_len=min(rollout.max_model_len, engine.max_model_len),
-        max_samples_per_episode=rollout.multi_turn.max_sample_per_task,
-    )
-    sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_tokens=rollout.max_response_length_in_one_turn)
-    return RolloutCollector(env_factory_from_config(config), engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
-                            limits=limits, max_concurrency=rollout.max_env_worker,
-                            madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward)
 
 
 def _stop_on_sigterm() -> Any:
