@@ -61,6 +61,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+WORK_SUBDIR = "work"
+"""The snippet's working directory inside the sandbox's fresh /tmp (`/tmp/work`)."""
 """Each gets the sandbox's one fresh tmpfs (its working directory)."""
 MASKED_DIRS = (*SCRATCH_DIRS, "/run")
 """Covered by fresh mounts, so host temp files and sockets (e.g. in /run) are out of the sandbox's reach."""
@@ -310,9 +312,15 @@ def _runner(spec: dict, status_fd: int) -> int:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = spec["workdir"]
+    isolated = spec["mode"] == "isolated"
+    if isolated:
+        # The snippet gets a directory of its own inside the fresh /tmp: where the Python runtime itself lives
+        # under /tmp (a venv in a /tmp checkout), its mount point shows in /tmp, never in the working directory.
+        workdir = os.path.join(workdir, WORK_SUBDIR)
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        os.chown(workdir, spec["uid"], spec["uid"])
     os.chdir(workdir)
     _set_limits(spec)
-    isolated = spec["mode"] == "isolated"
     if isolated:
         _drop_privileges(spec["uid"])
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
