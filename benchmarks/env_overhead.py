@@ -119,7 +119,8 @@ def main() -> None:
     ])
     note = ("Step latency is the wall time of one `step`/`astep` call: for the model-only rows that is the framework's "
             "own overhead (the policy answers instantly); for MathAgent-v0 it includes agentscope's ReActAgent "
-            "(which sleeps 1 ms per reasoning step), the python tool and the judge. In the 200-concurrent row a step's "latency" also covers the turns of the other 199 episodes interleaved with it on the loop; its steps/s is the number that counts.\n"
+            "(which sleeps 1 ms per reasoning step), the python tool and the judge. In the 200-concurrent row a step's latency also covers "
+            "the turns of the other 199 episodes interleaved with it on the loop; its steps/s is the number that counts.\n"
             "Command: `uv run python benchmarks/env_overhead.py`.\n")
     print(table)
     if not args.no_write:

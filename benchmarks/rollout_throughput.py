@@ -42,10 +42,9 @@ def _completion_env():
 
 
 def run_raw(n: int, tokens: int) -> dict:
+    from agent_rl.embedded_model import embedded_model_dir
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
-
-    from agent_rl.embedded_model import embedded_model_dir
 
     model = embedded_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -121,9 +120,8 @@ def run_multiturn(n: int, tokens: int) -> dict:
 
 
 def engine_tokenizer():
-    from transformers import AutoTokenizer
-
     from agent_rl.embedded_model import embedded_model_dir
+    from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 

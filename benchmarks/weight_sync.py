@@ -17,10 +17,9 @@ import time
 
 def main() -> None:
     import torch
-    from transformers import AutoModelForCausalLM
-
     from agent_rl.embedded_model import embedded_model_dir
     from agent_rl.engines.vllm import VLLMEngine
+    from transformers import AutoModelForCausalLM
 
     model_dir = embedded_model_dir()
     engine = VLLMEngine(model_dir, gpu_memory_utilization=0.3, max_model_len=2048, seed=0,
