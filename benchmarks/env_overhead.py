@@ -19,9 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import write_section  # noqa: E402
-
 import agent_env  # noqa: E402
+from _results import write_section  # noqa: E402
 from agent_env import AgentEnv, Task, Workflow, WorkflowOutput  # noqa: E402
 from agent_env.demo import scripted_math_policy  # noqa: E402
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from transformers import AutoTokenizer
-
 import agent_env
+import pytest
 from agent_env import AgentEnv, Task, Workflow, WorkflowOutput
 from agent_rl.embedded_model import embedded_model_dir
 from agent_rl.engines.base import Completion, SamplingParams
@@ -15,6 +13,7 @@ from agent_rl.engines.hf import HFEngine
 from agent_rl.rollout.collector import RolloutCollector, RolloutLimits
 from agent_rl.rollout.tokens import TemplateRenderer
 from agent_rl.rollout.trajectories import read_trajectories, write_trajectories
+from transformers import AutoTokenizer
 
 TASK = Task(main_query="What is 7 + 5?", task_id="t-add", metadata={"answer": "12"})
 TOOL_CALL = '<tool_call>\n{"name": "execute_python_code", "arguments": {"code": "print(7 + 5)"}}\n</tool_call>'

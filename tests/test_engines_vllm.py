@@ -15,7 +15,6 @@ from agent_rl.embedded_model import embedded_model_dir  # noqa: E402
 from agent_rl.engines.base import SamplingParams  # noqa: E402
 from agent_rl.engines.vllm import VLLMEngine  # noqa: E402
 
-
 LOOP = asyncio.new_event_loop()  # AsyncLLM serves the event loop it first ran on: use one loop for the module
 
 

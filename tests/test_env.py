@@ -7,12 +7,11 @@ import json
 import subprocess
 import sys
 
+import agent_env
 import gymnasium
 import pytest
-from gymnasium.utils.env_checker import check_env as gymnasium_check_env
-
-import agent_env
 from agent_env import AgentEnv, JudgeResult, Task, TerminationReason, Workflow, WorkflowOutput
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 TASK = Task(main_query="What is 7 + 5?", task_id="t-add", metadata={"answer": "12"})
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from agent_env.config import load_config
 
 CONFIG = """

@@ -212,7 +212,6 @@ def _eval(args: argparse.Namespace) -> int:
         tasks = tasks[: args.num_tasks]
     from agent_rl.engines.base import SamplingParams
     from agent_rl.engines.hf import HFEngine
-
     from agent_rl.rollout.from_config import build_collector
 
     ajet = config.ajet
