@@ -211,6 +211,8 @@ def test_importing_judges_and_tasks_loads_no_heavy_dependency():
         (r"\boxed{x = 13}", 1.1, {"correct": 1.0, "format": 1.0}),
         ("The answer is 13 apples, not 12", 0.0, {"correct": 0.0, "format": 0.0}),
         ("", 0.0, {"correct": 0.0, "format": 0.0}),
+        (r"\boxed{} so 13", 1.0, {"correct": 1.0, "format": 0.0}),  # an empty box earns no format credit
+        (r"\boxed{} \boxed{}", 0.0, {"correct": 0.0, "format": 0.0}),
     ],
 )
 def test_last_number_judge_credits_the_boxed_or_last_number_and_shapes_the_format(

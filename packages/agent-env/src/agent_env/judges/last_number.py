@@ -17,7 +17,9 @@ class LastNumberJudge(BaseJudge):
     The answer is the content of the last complete ``\\boxed{...}`` if there is one, else the last number
     written anywhere in the final answer. ``correct`` (1/0) compares it with ``task.metadata["answer"]``
     (GSM8K ``#### N`` or plain) as exact numbers (``18.0`` = ``18``, ``1,000`` = ``1000``, ``\\frac{1}{2}`` =
-    ``0.5``; see `answers_match`). ``format`` (1/0) is whether a ``\\boxed{}`` is present, right or wrong.
+    ``0.5``; see `answers_match`). ``format`` (1/0) is whether the last ``\\boxed{}`` holds a number, right or
+    wrong: an empty or wordy box earns nothing (with credit for any box, SmolLM2 at lr 1e-4 learned within 10
+    steps to write empty ``\\boxed{}`` everywhere and stopped answering).
     ``is_success`` = ``correct``. Fast and synchronous (no math-verify), so it suits thousands of episodes a
     minute. With ``format_weight=0`` it is the anchor's reward (1 for the right last number).
 
@@ -45,9 +47,10 @@ class LastNumberJudge(BaseJudge):
         text = output_text(self, workflow_output, self.output_key) or ""
         gold = reference_answer(reference(self, workflow_task, self.answer_key))
         boxed = last_boxed(text)
-        answer = boxed if boxed is not None else last_number(text)
+        boxed_number = last_number(boxed) if boxed is not None else None
+        answer = boxed if boxed_number is not None else last_number(text)
         correct = 1.0 if answer is not None and answers_match(answer, gold) else 0.0
-        fmt = 1.0 if boxed is not None else 0.0
+        fmt = 1.0 if boxed_number is not None else 0.0
         return JudgeResult(
             correct + self.format_weight * fmt, correct == 1.0, {"correct": correct, "format": fmt}
         )
