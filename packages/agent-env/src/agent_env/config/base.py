@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["ConfigBlock", "UNUSED_MARK", "unused_reason"]
+__all__ = ["ConfigBlock", "UNUSED_MARK", "check_reference_syntax", "unused_reason"]
 
 UNUSED_MARK = "accepted_not_used"
 """Key in a field's `json_schema_extra` whose value says why the key is accepted but ignored."""
@@ -31,3 +31,15 @@ def unused_reason(model: type[BaseModel], field_name: str) -> str | None:
         reason = extra.get(UNUSED_MARK)
         return str(reason) if reason is not None else None
     return None
+
+
+def check_reference_syntax(value: str | None) -> str | None:
+    """Validate a `load_object` reference's syntax at load time (nothing is imported); None passes."""
+    from agent_env.loading import LoadError, parse_spec
+
+    if value is not None:
+        try:
+            parse_spec(value)
+        except LoadError as exc:
+            raise ValueError(str(exc)) from None
+    return value

@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from agent_env.config.base import UNUSED_MARK, ConfigBlock
-from agent_env.loading import LoadError, parse_spec
+from agent_env.config.base import UNUSED_MARK, ConfigBlock, check_reference_syntax
 
 __all__ = ["MultiTurnConfig", "RolloutConfig", "ValKwargsConfig"]
 
@@ -172,12 +171,7 @@ class RolloutConfig(ConfigBlock):
     @field_validator("agentscope_workflow")
     @classmethod
     def _check_reference_syntax(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_spec(value)
-            except LoadError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return check_reference_syntax(value)
 
     @field_validator("env_id")
     @classmethod

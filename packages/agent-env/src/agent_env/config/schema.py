@@ -8,11 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
-from agent_env.config.base import UNUSED_MARK, ConfigBlock, unused_reason
+from agent_env.config.base import UNUSED_MARK, ConfigBlock, check_reference_syntax, unused_reason
 from agent_env.config.learner import LearnerConfig
 from agent_env.config.rollout import RolloutConfig
 from agent_env.config.task_reader import MISSING_SOURCE_EXAMPLES, DatasetFileReaderConfig, TaskReaderConfig
-from agent_env.loading import LoadError, parse_spec
 
 __all__ = [
     "AgentRLConfig",
@@ -101,12 +100,7 @@ class TaskJudgeConfig(ConfigBlock):
     @field_validator("judge_protocol")
     @classmethod
     def _check_reference_syntax(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_spec(value)
-            except LoadError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return check_reference_syntax(value)
 
 
 class TrainerCommonConfig(ConfigBlock):
