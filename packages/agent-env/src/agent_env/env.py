@@ -15,7 +15,7 @@ import gymnasium as gym
 
 from agent_env.agentscope_hooks import install_toolkit_parse_error_hook
 from agent_env.judge import JudgeResult, run_judge
-from agent_env.messages import render_conversation
+from agent_env.messages import content_text, render_conversation
 from agent_env.model_tuner import AssistantReply, ModelCallChannel, ModelRequest, ModelTuner
 from agent_env.spaces import CompletionSpace, ConversationSpace
 from agent_env.termination import TerminationReason
@@ -175,7 +175,7 @@ class AgentEnv(gym.Env[Observation, Action]):
             return self._end_step(episode, await episode.finish(episode.pending_end))
         request = episode.current
         assert request is not None and request.reply is not None
-        reply = self._parse_action(action, request, episode)
+        reply = self._parse_action(action, request)
         episode.turn += 1
         episode.tool_call_errors = _count_tool_call_errors(reply.parsed, request.tools)
         episode.last_messages = [*request.messages, reply.message]
@@ -247,7 +247,7 @@ class AgentEnv(gym.Env[Observation, Action]):
             )
         return episode
 
-    def _parse_action(self, action: Action, request: ModelRequest, episode: _Episode) -> AssistantReply:
+    def _parse_action(self, action: Action, request: ModelRequest) -> AssistantReply:
         prefix = f"{request.call_id}-tool"
         if isinstance(action, str):
             return AssistantReply(self.tool_call_format.parse(action, prefix), action)
@@ -438,12 +438,7 @@ def _parse_message_action(message: dict[str, Any], prefix: str) -> ParsedComplet
             calls.append(ToolCall(call_id, function.get("name") or INVALID_TOOL_NAME, {}, str(raw), '"arguments" must be a JSON object'))
             continue
         calls.append(ToolCall(call_id, function.get("name") or INVALID_TOOL_NAME, arguments, str(raw)))
-    content = message.get("content") or ""
-    if not isinstance(content, str):
-        from agent_env.messages import content_text
-
-        content = content_text(content)
-    return ParsedCompletion(content=content, tool_calls=calls)
+    return ParsedCompletion(content=content_text(message.get("content")), tool_calls=calls)
 
 
 def _count_tool_call_errors(parsed: ParsedCompletion, tools: list[dict[str, Any]]) -> int:
