@@ -184,7 +184,7 @@ async def test_many_concurrent_calls_never_block_the_event_loop(sandbox):
     stop.set()
     await ticking
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(16)]
-    assert max(gaps) < 0.5  # a blocking call would stall it for seconds (16 x 0.2 s)
+    assert max(gaps) < 1.5  # a blocking call would stall it for seconds (16 x 0.2 s); margin for a busy CI machine
 
 
 def test_one_sandbox_serves_several_event_loops_and_threads(sandbox):
