@@ -18,7 +18,7 @@ def run_debug(config: AgentRLConfig, num_tasks: int | None = None, output_root: 
     from agent_rl.rollout.trajectories import write_trajectories
 
     num_tasks = num_tasks or config.ajet.debug.num_tasks
-    out = run_directory(config.config_path or config.ajet.project_name, output_root)
+    out = run_directory(config, output_root)
     out.mkdir(parents=True, exist_ok=True)
     dump_resolved(config, out / "config.yaml")
     tasks = list(tasks_from_config(config, "train")[:num_tasks])

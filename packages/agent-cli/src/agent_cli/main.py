@@ -420,7 +420,7 @@ def _train_run_dir(config: AgentRLConfig) -> Path:
     """The run directory `agent_cli.train.run_train` writes to."""
     from agent_cli.run_dir import run_directory
 
-    return run_directory(config.ajet.experiment_name or (config.config_path or config.ajet.project_name))
+    return run_directory(config)
 
 
 def _port(port: int | None) -> int:

@@ -1,9 +1,12 @@
-"""Where a run's results go: `launcher_record/{config file stem}/` (DESIGN §9)."""
+"""Where a run's results go: `launcher_record/{run name}/` (DESIGN §9), one rule for every command."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from agent_env.config import AgentRLConfig
 
-def run_directory(config_path: str | Path, root: str | Path = "launcher_record") -> Path:
-    return Path(root) / Path(config_path).stem
+
+def run_directory(config: AgentRLConfig, root: str | Path = "launcher_record") -> Path:
+    """`root/{config.run_name()}`: the experiment name, else the config file's stem."""
+    return Path(root) / config.run_name()

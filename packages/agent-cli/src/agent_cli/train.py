@@ -14,8 +14,7 @@ def run_train(config: AgentRLConfig, max_steps: int | None = None, resume: bool 
     """Train; returns the exit code: 0 when done or stopped with Ctrl-C (a checkpoint is saved), 2 when refused."""
     from agent_rl.trainer import RunDirectoryExists, Trainer
 
-    name = config.ajet.experiment_name or (config.config_path or config.ajet.project_name)
-    run_dir = run_directory(name, output_root)
+    run_dir = run_directory(config, output_root)
     try:
         trainer = Trainer(config, run_dir, resume=resume, max_steps=max_steps)
     except RunDirectoryExists as error:

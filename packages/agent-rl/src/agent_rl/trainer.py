@@ -284,10 +284,9 @@ class Trainer:
 
 
 def train(config: AgentRLConfig, run_dir: str | Path | None = None, *, resume: bool = False, max_steps: int | None = None) -> dict[str, float]:
-    """Train the agent a config describes; results in `run_dir` (default `launcher_record/{config stem}`)."""
+    """Train the agent a config describes; results in `run_dir` (default `launcher_record/{config.run_name()}`)."""
     if run_dir is None:
-        stem = config.ajet.experiment_name or (Path(config.config_path).stem if config.config_path else config.ajet.project_name)
-        run_dir = Path("launcher_record") / stem
+        run_dir = Path("launcher_record") / config.run_name()
     trainer = Trainer(config, run_dir, resume=resume, max_steps=max_steps)
     try:
         return trainer.fit()

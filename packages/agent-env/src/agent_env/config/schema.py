@@ -334,6 +334,16 @@ class AgentRLConfig(ConfigBlock):
         elif self._config_path is not None:
             self._base_dir = self._config_path.parent
 
+    def run_name(self) -> str:
+        """The run's name, which names its results directory (`launcher_record/{run_name}`):
+        `ajet.experiment_name`, else the config file's name without `.yaml` (the tutorial's
+        `{exp_yaml_file_name}`), else `ajet.project_name` for a config built in code."""
+        if self.ajet.experiment_name:
+            return self.ajet.experiment_name
+        if self.config_path is not None:
+            return Path(self.config_path).stem
+        return self.ajet.project_name
+
     def notices(self) -> list[ConfigNotice]:
         """Keys the user set that are accepted but not used (with why), then warnings from the cross-field checks."""
         notices: list[ConfigNotice] = []
