@@ -10,45 +10,15 @@ import sys
 import agent_env
 import gymnasium
 import pytest
-from agent_env import AgentEnv, JudgeResult, Task, TerminationReason, Workflow, WorkflowOutput
+from agent_env import AgentEnv, Task, TerminationReason, Workflow, WorkflowOutput
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from scripted import ChatLoop, EchoJudge, Raises
 
 TASK = Task(main_query="What is 7 + 5?", task_id="t-add", metadata={"answer": "12"})
 
 
 def tool_call(name: str, **arguments) -> str:
     return f'<tool_call>{json.dumps({"name": name, "arguments": arguments})}</tool_call>'
-
-
-class EchoJudge:
-    """Reward 1 when the workflow's final answer contains the reference answer."""
-
-    def compute_reward(self, workflow_task, workflow_output):
-        answer = workflow_task.task.metadata["answer"]
-        ok = answer in str(workflow_output.metadata.get("final_answer", ""))
-        return JudgeResult(float(ok), ok, {"contains_answer": float(ok)})
-
-
-class ChatLoop(Workflow):
-    """Asks the model `turns` times (no agentscope), rewarding each reply with 0.1 per step."""
-
-    turns = 3
-
-    async def execute(self, workflow_task, model_tuner):
-        messages = [{"role": "user", "content": workflow_task.task.main_query}]
-        reply = None
-        for _ in range(self.turns):
-            reply = await model_tuner(messages)
-            messages.append({"role": "assistant", "content": reply.content[0]["text"] if reply.content else ""})
-            messages.append({"role": "user", "content": "go on"})
-            model_tuner.add_reward(0.1)
-        return WorkflowOutput(metadata={"final_answer": messages[-2]["content"]})
-
-
-class Raises(Workflow):
-    async def execute(self, workflow_task, model_tuner):
-        await model_tuner([{"role": "user", "content": "hi"}])
-        raise ValueError("boom in the workflow")
 
 
 class RaisingJudge:

@@ -8,7 +8,6 @@ import json
 import math
 import re
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,13 +15,13 @@ from pathlib import Path
 import agent_env
 import httpx
 import pytest
-import uvicorn
 from agent_env.cli import main as cli_main
 from agent_env.evaluation import OpenAIChatPolicy, aevaluate, evaluate, pass_at_k, reported_ks
 from agent_env.service.server import EnvService, create_app
 from agent_env.tasks import ArithmeticTasks
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from loopback import LoopbackServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTION = re.compile(r"What is (-?\d+) ([-+*]) (-?\d+)\?")
@@ -87,32 +86,6 @@ def scripted_chat_app() -> FastAPI:
         return JSONResponse(completion(body["model"], {"content": f"So the answer is \\boxed{{{value}}}."}, "stop"))
 
     return app
-
-
-class LoopbackServer:
-    """uvicorn serving an ASGI app on a free loopback port, on a thread of this test process."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else ~40 ms per request)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LoopbackServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the test server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

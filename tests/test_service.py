@@ -8,53 +8,25 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import agent_env
 import gymnasium
 import httpx
+import loopback
 import pytest
-import uvicorn
-from agent_env import JudgeResult, Task, Workflow, WorkflowOutput
+from agent_env import Task
 from agent_env.service import EnvServiceError, EnvServiceTasks, RemoteAgentEnv, SessionNotFoundError
 from agent_env.service.server import EnvService, create_app, is_loopback
 from agent_env.tasks import ArithmeticTasks
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
 TASK = Task(main_query="What is 7 + 5?", task_id="t-add", metadata={"answer": "12"})
-HERE = Path(__file__).resolve()
-CHAT_LOOP = f"{HERE}:ChatLoop"  # file references, so the server (and a subprocess) loads the same classes
-RAISES = f"{HERE}:Raises"
-ECHO_JUDGE = f"{HERE}:EchoJudge"
-
-
-class EchoJudge:
-    """Reward 1 when the workflow's final answer contains the reference answer."""
-
-    def compute_reward(self, workflow_task, workflow_output):
-        ok = workflow_task.task.metadata["answer"] in str(workflow_output.metadata.get("final_answer", ""))
-        return JudgeResult(float(ok), ok, {"contains_answer": float(ok)})
-
-
-class ChatLoop(Workflow):
-    """Asks the model three times (no agentscope), rewarding each reply with 0.1."""
-
-    async def execute(self, workflow_task, model_tuner):
-        messages = [{"role": "user", "content": workflow_task.task.main_query}]
-        for _ in range(3):
-            reply = await model_tuner(messages)
-            messages.append({"role": "assistant", "content": reply.content[0]["text"] if reply.content else ""})
-            messages.append({"role": "user", "content": "go on"})
-            model_tuner.add_reward(0.1)
-        return WorkflowOutput(metadata={"final_answer": messages[-2]["content"]})
-
-
-class Raises(Workflow):
-    async def execute(self, workflow_task, model_tuner):
-        await model_tuner([{"role": "user", "content": "hi"}])
-        raise ValueError("boom in the workflow")
+SCRIPTED = Path(__file__).resolve().with_name("scripted.py")
+CHAT_LOOP = f"{SCRIPTED}:ChatLoop"  # file references, so the server (and a subprocess) loads the same classes
+RAISES = f"{SCRIPTED}:Raises"
+ECHO_JUDGE = f"{SCRIPTED}:EchoJudge"
 
 
 def chat_loop_kwargs(**extra):
@@ -64,30 +36,12 @@ def chat_loop_kwargs(**extra):
 # ----------------------------------------------------------------------------- a loopback server in this process
 
 
-class LoopbackServer:
-    """uvicorn serving an `EnvService` on a free loopback port, on a thread of this test process."""
+class LoopbackServer(loopback.LoopbackServer):
+    """An `EnvService` on a free loopback port, on a thread of this test process."""
 
     def __init__(self, service: EnvService) -> None:
         self.service = service
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so (else ~40 ms per request)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LoopbackServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the test server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+        super().__init__(create_app(service))
 
 
 @pytest.fixture(scope="module")
