@@ -13,6 +13,19 @@ class EchoJudge:
         return JudgeResult(float(ok), ok, {"contains_answer": float(ok)})
 
 
+class SpreadOnEvenTasks:
+    """Rewards that differ within a group only for tasks with an even index (`arith-...-N`): the others are
+    zero-variance groups (every episode 0.5)."""
+
+    def __init__(self, config=None, **kwargs):
+        pass
+
+    def compute_reward(self, workflow_task, workflow_output):
+        index = int(workflow_task.task.task_id.rsplit("-", 1)[1])
+        reward = float(workflow_task.repeat_index % 2) if index % 2 == 0 else 0.5
+        return JudgeResult(reward, reward == 1.0, {})
+
+
 class ChatLoop(Workflow):
     """Asks the model three times (no agentscope), rewarding each reply with 0.1 per step."""
 

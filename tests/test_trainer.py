@@ -59,3 +59,32 @@ def test_train_logs_checkpoints_and_resumes(config_path: Path, tmp_path: Path, w
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert (run_dir / "checkpoints" / "step_3").exists()
+
+
+def test_zero_variance_groups_are_dropped_and_refilled(config_path: Path, tmp_path: Path, worker_port_base: int, monkeypatch):
+    """With `data.filter_zero_variance_groups` the learner sees only groups with a reward spread, the batch is
+    refilled by extra collection rounds, and the rollout metrics still count every episode collected."""
+    from agent_rl.trainer import train
+
+    monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 9))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    text = config_path.read_text().replace("num_train: 6", "num_train: 12").replace(
+        "max_response_length: 24}", "max_response_length: 24, filter_zero_variance_groups: true, max_oversampling_rounds: 8}"
+    ).replace("agent_env.judges.last_number:LastNumberJudge", "scripted:SpreadOnEvenTasks").replace(
+        "judge_kwargs: {format_weight: 0.1}", "judge_kwargs: {}")
+    config_path.write_text(text)
+    config = load_config(config_path)
+    config.ajet.trainer_common.val_before_train = False
+    run_dir = tmp_path / "launcher_record" / "tiny"
+    train(config, run_dir, max_steps=1)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    for row in rows:
+        assert row["rollout/kept_groups"] == 2.0
+        assert row["learner/zero_variance_fraction"] == 0.0  # the learner saw only groups with a spread
+        collected_groups = row["rollout/episodes"] / 2
+        assert row["rollout/dropped_zero_variance_groups"] == collected_groups - 2  # half the tasks have no spread
+        assert row["rollout/oversampling_rounds"] >= 1 or collected_groups == 2
+        assert row["reward/mean"] > 0  # computed over every episode, the dropped 0.5s included
+    samples = [json.loads(line) for line in (run_dir / "trajectories" / "step_1.jsonl").read_text().splitlines()]
+    assert len(samples) == rows[0]["rollout/episodes"] and len({s["group_id"] for s in samples}) == len(samples) // 2

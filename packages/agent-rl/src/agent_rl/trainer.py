@@ -105,12 +105,7 @@ class Trainer:
         """One training step: collect, learn, sync, and (every `test_freq`) validate. Returns its metrics."""
         ajet = self.config.ajet
         step_started = time.perf_counter()
-        tasks = self._next_tasks()
-        batch = self.loop.run_until_complete(self.collector.collect(tasks, ajet.rollout.num_repeat, seed=self.seed * 100_003 + self.step_index))
-        from agent_rl.rollout.trajectories import write_trajectories
-
-        write_trajectories(self.run_dir / "trajectories" / f"step_{self.step_index + 1}.jsonl", batch.samples)
-        metrics = batch.metrics()
+        batch, metrics = self._collect_training_batch()
         learn_started = time.perf_counter()
         if batch.samples:
             metrics.update(self.learner.train_step(batch.samples))
@@ -127,6 +122,39 @@ class Trainer:
         metrics["epoch"] = float(self.epoch)
         self._log(metrics, step=self.step_index)
         return metrics
+
+    def _collect_training_batch(self) -> tuple[Any, dict[str, float]]:
+        """This step's episodes and their metrics. With `data.filter_zero_variance_groups`, groups whose rewards
+        are all equal are dropped and more tasks are collected (at most `data.max_oversampling_rounds` more
+        rounds) until `train_batch_size` groups are kept; the batch returned holds the kept episodes, while the
+        rollout metrics cover every episode collected. Every sample goes to `trajectories/step_N.jsonl`."""
+        from agent_rl.rollout.collector import RolloutBatch
+        from agent_rl.rollout.trajectories import write_trajectories
+
+        ajet = self.config.ajet
+        num_repeat = ajet.rollout.num_repeat
+        seed = self.seed * 100_003 + self.step_index
+        batch = self.loop.run_until_complete(self.collector.collect(self._next_tasks(self.batch_size), num_repeat, seed=seed))
+        collected = RolloutBatch(list(batch.episodes), batch.elapsed_s)
+        rounds = 0
+        if ajet.data.filter_zero_variance_groups:
+            kept = _groups_with_reward_spread(collected.episodes)
+            while len(kept) < self.batch_size and rounds < ajet.data.max_oversampling_rounds:
+                rounds += 1
+                more = self.loop.run_until_complete(self.collector.collect(
+                    self._next_tasks(self.batch_size - len(kept)), num_repeat, seed=seed + 7_919 * rounds,
+                    first_index=len(collected.episodes) // num_repeat))
+                collected.episodes.extend(more.episodes)
+                collected.elapsed_s += more.elapsed_s
+                kept = _groups_with_reward_spread(collected.episodes)
+            batch = RolloutBatch([e for e in collected.episodes if e.group_id in kept[: self.batch_size]], collected.elapsed_s)
+        write_trajectories(self.run_dir / "trajectories" / f"step_{self.step_index + 1}.jsonl", collected.samples)
+        metrics = collected.metrics()
+        if ajet.data.filter_zero_variance_groups:
+            groups = len({e.group_id for e in collected.episodes})
+            metrics.update({"rollout/oversampling_rounds": float(rounds), "rollout/kept_groups": float(len({e.group_id for e in batch.episodes})),
+                            "rollout/dropped_zero_variance_groups": float(groups - len(_groups_with_reward_spread(collected.episodes)))})
+        return batch, metrics
 
     # ------------------------------------------------------------------ validation
 
@@ -192,9 +220,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_resolved(self.config, self.run_dir / "config.yaml")
 
-    def _next_tasks(self) -> list[Task]:
+    def _next_tasks(self, count: int) -> list[Task]:
+        """The next `count` training tasks in this run's seeded order (a new shuffle each epoch)."""
         tasks = []
-        while len(tasks) < self.batch_size:
+        while len(tasks) < count:
             if not self._order or self.position >= len(self._order):
                 if self._order:
                     self.epoch += 1
@@ -292,6 +321,16 @@ def train(config: AgentRLConfig, run_dir: str | Path | None = None, *, resume: b
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def _groups_with_reward_spread(episodes: Sequence[Any]) -> list[str]:
+    """`group_id`s, in first-seen order, whose episodes did not all get the same reward (failed episodes,
+    which give no samples, do not count)."""
+    rewards: dict[str, set[float]] = {}
+    for episode in episodes:
+        if episode.error is None:
+            rewards.setdefault(episode.group_id, set()).add(episode.reward)
+    return [group for group, values in rewards.items() if len(values) > 1]
 
 
 def _stop_on_sigterm() -> Any:

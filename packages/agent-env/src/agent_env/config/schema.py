@@ -81,6 +81,19 @@ class DataConfig(ConfigBlock):
         description="Most tokens a sample may hold after its first prompt, over all turns (generated plus "
         "inserted tool results). The tutorial uses 10000.",
     )
+    filter_zero_variance_groups: bool = Field(
+        False,
+        description="Drop groups whose episodes all got the same reward (their GRPO advantages are all 0, so "
+        "they only dilute the update) and collect more tasks until `train_batch_size` groups with a reward "
+        "spread are kept (DAPO's dynamic sampling). Rewards and accuracy are still logged over every episode.",
+    )
+    max_oversampling_rounds: int = Field(
+        4,
+        ge=0,
+        description="With `filter_zero_variance_groups`: most extra collection rounds in one step; if the "
+        "batch is still short after them, the step trains on the groups it kept (logged as "
+        "`rollout/kept_groups`).",
+    )
 
 
 class TaskJudgeConfig(ConfigBlock):

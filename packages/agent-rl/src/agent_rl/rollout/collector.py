@@ -133,8 +133,10 @@ class RolloutCollector:
         self.madness_reward = madness_reward
         self._special_tokens = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
 
-    async def collect(self, tasks: Sequence[Task], num_repeat: int, seed: int | None = None, sampling: SamplingParams | None = None) -> RolloutBatch:
-        """All episodes of `tasks`, `num_repeat` each; a task's episodes share `group_id`."""
+    async def collect(self, tasks: Sequence[Task], num_repeat: int, seed: int | None = None, sampling: SamplingParams | None = None,
+                      *, first_index: int = 0) -> RolloutBatch:
+        """All episodes of `tasks`, `num_repeat` each; a task's episodes share `group_id`
+        (`{task_id}#{first_index + position}`: pass `first_index` to keep ids unique over several calls)."""
         started = time.perf_counter()
         gate = asyncio.Semaphore(self.max_concurrency)
         params = sampling or self.sampling
@@ -145,7 +147,7 @@ class RolloutCollector:
                 episode_seed = None if seed is None else seed * 1_000_003 + index * 1_009 + repeat
                 return await self.run_episode(task, group_id, f"{group_id}/{repeat}", repeat, params, episode_seed)
 
-        episodes = await asyncio.gather(*(one(task, i, r) for i, task in enumerate(tasks) for r in range(num_repeat)))
+        episodes = await asyncio.gather(*(one(task, i, r) for i, task in enumerate(tasks, start=first_index) for r in range(num_repeat)))
         return RolloutBatch(list(episodes), time.perf_counter() - started)
 
     async def run_episode(self, task: Task, group_id: str, episode_id: str, repeat_index: int,
