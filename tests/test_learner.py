@@ -357,3 +357,16 @@ def test_kl_to_a_frozen_copy_of_the_initial_weights(tiny_model):
     second = learner.train_step(with_engine_logprobs(learner, samples))
     assert second["learner/kl"] > 0
     assert all(not p.requires_grad for p in learner.reference.parameters())
+
+
+def test_single_update_scores_pi_old_in_its_own_pass_with_the_same_entropy(tiny_model):
+    """One update per batch skips the separate scoring pass; the entropy of π_old it reports is the one the
+    scoring pass of a two-iteration learner measures on the same weights and batch."""
+    import copy
+
+    samples = make_batch()
+    one = Learner(copy.deepcopy(tiny_model), LearnerConfig(lr=1e-3, max_tokens_per_micro_batch=150))
+    two = Learner(copy.deepcopy(tiny_model), LearnerConfig(lr=1e-3, max_tokens_per_micro_batch=150, num_iterations=2))
+    single, double = one.train_step(samples), two.train_step(samples)
+    assert single["learner/entropy"] == pytest.approx(double["learner/entropy"], rel=1e-5)
+    assert single["learner/ratio/max"] == 1.0 and single["learner/updates"] == 1 and double["learner/updates"] == 2

@@ -24,6 +24,7 @@ from agent_rl.grpo import (
     masked_max,
     masked_min,
     masked_sum,
+    token_entropy,
     token_logprobs,
     token_logprobs_and_entropy,
     truncated_importance_weights,
@@ -50,7 +51,7 @@ from agent_rl.rollout.samples import TrainingSample
 
 logger = logging.getLogger("agent_rl")
 
-_SUMS = ("loss", "tokens", "ratio", "clip_low", "clip_high", "approx_kl", "kl", "tis_weight", "tis_dropped")
+_SUMS = ("loss", "tokens", "ratio", "clip_low", "clip_high", "approx_kl", "kl", "tis_weight", "tis_dropped", "entropy")
 _DS_DIR, _DS_TAG, _STATE_FILE = "deepspeed", "state", "learner_state.json"
 
 
@@ -124,8 +125,10 @@ class Learner:
             self._local_micro_batches(samples, indices, advantages)
             for indices in split_mini_batches(len(samples), cfg.mini_batches)
         ]
-        # the policy that sampled (π_old), scored once before the first update; the reference when β > 0
-        entropy_sum = self._score(plan)
+        # the policy that sampled (π_old), scored once before the first update; the reference when β > 0. With a
+        # single update per batch π_old is the update's own forward pass (detached): no extra pass, ratio exactly 1
+        single_update = cfg.num_iterations * len(plan) == 1
+        entropy_sum = self._score(plan, old_logprobs=not single_update)
         scored = time.perf_counter()
         sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=self.device)
         # max ratio, -min ratio
@@ -153,7 +156,7 @@ class Learner:
             "learner/clip_fraction/low": totals["clip_low"] / token_updates,
             "learner/clip_fraction/high": totals["clip_high"] / token_updates,
             "learner/approx_kl": totals["approx_kl"] / token_updates,
-            "learner/entropy": entropy_sum / max(trained_tokens, 1),
+            "learner/entropy": (entropy_sum + totals["entropy"]) / max(trained_tokens, 1),
             "learner/ratio/mean": totals["ratio"] / token_updates,
             "learner/ratio/max": extremes[0].item(),
             "learner/ratio/min": -extremes[1].item(),
@@ -185,6 +188,10 @@ class Learner:
             # ALGO LOGIC: the clipped surrogate on this micro-batch, normalised by the mini-batch's global counts
             logits = self._logits(self.engine, micro)  # (B, R+1, V)
             logps = token_logprobs(logits, micro.targets, cfg.temperature)  # (B, R+1)
+            entropy = None
+            if micro.old_logprobs is None:  # the single update of this batch: π_old is this forward pass
+                micro.old_logprobs = logps.detach()
+                entropy = masked_sum(token_entropy(logits, cfg.temperature), micro.loss_mask)
             del logits  # the graph keeps what backward needs; don't hold it into the next forward
             weights = None
             if cfg.tis_cap is not None:
@@ -208,7 +215,7 @@ class Learner:
             )
             # DeepSpeed averages gradients over ranks; the loss is already a share of the global sum, so undo that
             self.engine.backward(out.loss * self.world_size, scale_wrt_gas=False)
-            self._accumulate(sums, extremes, micro, logps, out, weights)
+            self._accumulate(sums, extremes, micro, logps, out, weights, entropy)
         grad_norm = self._plain_grad_norm()
         self.engine.step()
         self.step += 1
@@ -222,8 +229,10 @@ class Learner:
         logps: torch.Tensor,
         out: PolicyLoss,
         weights: torch.Tensor | None,
+        entropy: torch.Tensor | None = None,
     ) -> None:
-        """Add this micro-batch's metric sums (in `_SUMS` order) and ratio extremes, on device, without syncing."""
+        """Add this micro-batch's metric sums (in `_SUMS` order) and ratio extremes, on device, without syncing.
+        `entropy`: the summed entropy of π_old over the trained tokens, when this update pass was its scoring."""
         cfg, mask = self.config, micro.loss_mask
         low, high = clipped_tokens(out.ratio, micro.advantages, cfg.epsilon_low, cfg.epsilon_high)
         zero = torch.zeros((), device=mask.device)
@@ -237,6 +246,7 @@ class Learner:
             "kl": masked_sum(out.per_token_kl, mask) if out.per_token_kl is not None else zero,
             "tis_weight": masked_sum(weights, mask) if weights is not None else zero,
             "tis_dropped": masked_sum(weights == 0, mask) if weights is not None else zero,
+            "entropy": entropy if entropy is not None else zero,
         }
         sums += torch.stack([values[name].to(torch.float64) for name in _SUMS])
         if mask.any():
@@ -244,15 +254,20 @@ class Learner:
             extremes[1] = torch.maximum(extremes[1], -masked_min(out.ratio, mask).double())
 
     @torch.no_grad()
-    def _score(self, plan: list[list[MicroBatch]]) -> float:
-        """Fill each micro-batch's old (and reference) logprobs; return the summed entropy of π_old over trained tokens."""
+    def _score(self, plan: list[list[MicroBatch]], old_logprobs: bool = True) -> float:
+        """Fill each micro-batch's old logprobs (unless `old_logprobs` is False: then the update fills them) and,
+        when β > 0, the reference's; return the summed entropy of π_old over trained tokens that it scored."""
         entropy = 0.0
         for micro in (m for mini in plan for m in mini):
+            if not old_logprobs:
+                if self.config.beta != 0.0:
+                    micro.ref_logprobs = self._reference_logprobs(micro)
+                continue
             logits = self._logits(self.engine, micro)
-            micro.old_logprobs, token_entropy = token_logprobs_and_entropy(
+            micro.old_logprobs, per_token_entropy = token_logprobs_and_entropy(
                 logits, micro.targets, self.config.temperature
             )
-            entropy += float(masked_sum(token_entropy, micro.loss_mask))
+            entropy += float(masked_sum(per_token_entropy, micro.loss_mask))
             del logits
             if self.config.beta != 0.0:
                 micro.ref_logprobs = self._reference_logprobs(micro)
