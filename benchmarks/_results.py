@@ -30,9 +30,10 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores ({cpu}){memory}, Python {platform.python_version()}" + (f", {gpu}" if gpu else "")
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section `## name` of RESULTS.md with `body`, stamped with machine and date."""
-    stamp = f"_Measured {datetime.date.today().isoformat()} on {machine_description()}._\n\n"
+def write_section(name: str, body: str, machine: str | None = None) -> None:
+    """Replace (or append) the section `## name` of RESULTS.md with `body`, stamped with machine and date
+    (`machine`: where the numbers were measured, when that is not this machine, e.g. results fetched from a GPU host)."""
+    stamp = f"_Measured {datetime.date.today().isoformat()} on {machine or machine_description()}._\n\n"
     section = f"## {name}\n\n{stamp}{body.rstrip()}\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is rewritten by the benchmark named in its title.\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)

@@ -1,0 +1,294 @@
+"""Does training make the model better, and how fast? Held-out arithmetic accuracy before and after GRPO.
+
+    python benchmarks/learn_arithmetic.py --runner ours --level easy --budget-s 240 --json out/ours_easy.json
+    python benchmarks/learn_arithmetic.py --runner trl  --level easy --budget-s 240 --json out/trl_easy.json
+    python benchmarks/learn_arithmetic.py --report out/*.json          # rewrites the section of RESULTS.md
+
+The work is the issue's anchor (shared/anchors/trl_grpo_arithmetic.py, DESIGN §8): SmolLM2-135M-Instruct (the
+embedded model), the built-in arithmetic tasks (`easy`: a ± b with a, b ≤ 20; `mix`: two-digit ± and one-digit ×
+two-digit), 8 prompts × 8 completions of at most 128 tokens per step, temperature 1, lr 2e-5, β = 0, reward 1 for
+the right last number (`LastNumberJudge(format_weight=0)`; `--format-weight 0.1` adds the \\boxed{} shaping).
+Training stops at the first step that ends after `--budget-s` seconds of training (set-up and evaluation are not
+counted, as in the anchor).
+
+Runners, one per process (each loads its own model and engine):
+- `ours`: `agent_rl.Trainer` on the config below: the collector over `agent_env/Completion-v0` episodes, the
+  DeepSpeed learner, and vLLM colocated on a GPU (without vLLM or a GPU: the HF engine sharing the learner's
+  weights, which is the CPU run).
+- `trl`: TRL's `GRPOTrainer` on the same model, prompts, batch, lengths, lr, β and reward; `use_vllm=True,
+  vllm_mode="colocate"` on a GPU, TRL's own generation on the CPU.
+
+Held-out evaluation is the same for both: the validation split (256 problems, seed 2), greedy, at most 128 new
+tokens, with `transformers` `generate` on the trained weights. `lenient` = the last number (the content of the last
+\\boxed{} if any) is right (the reward's criterion); `strict` = the last \\boxed{} holds the right answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+MODEL = "embedded:SmolLM2-135M-Instruct"
+GROUPS, GROUP_SIZE, MAX_TOKENS = 8, 8, 128
+
+
+def heldout_tasks(level: str, n: int) -> list[Any]:
+    from agent_env.tasks.arithmetic import ArithmeticTasks
+
+    return list(ArithmeticTasks(level=level, split="validation", n=n))
+
+
+def score(text: str, answer: str) -> tuple[bool, bool]:
+    """(strict, lenient) correctness of one completion: last \\boxed{} right; last number (box first) right."""
+    from agent_env.judges.answer_extraction import answers_match, last_boxed, last_number
+
+    boxed = last_boxed(text)
+    strict = boxed is not None and answers_match(boxed, answer)
+    boxed_number = last_number(boxed) if boxed is not None else None
+    final = boxed if boxed_number is not None else last_number(text)
+    return strict, final is not None and answers_match(final, answer)
+
+
+def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128) -> dict[str, float]:
+    """Greedy held-out accuracy of `model` (a `transformers` causal LM) on `tasks` (see the module docstring)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    strict = lenient = 0
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(tasks), batch_size):
+            batch = tasks[start : start + batch_size]
+            prompts = [tokenizer.encode(tokenizer.apply_chat_template(t.init_messages, add_generation_prompt=True, tokenize=False),
+                                        add_special_tokens=False) for t in batch]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+            attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=MAX_TOKENS, do_sample=False, use_cache=True,
+                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            for task, ids in zip(batch, out[:, width:], strict=True):
+                s, l = score(tokenizer.decode(ids, skip_special_tokens=True), task.metadata["answer"])
+                strict += s
+                lenient += l
+    model.train(was_training)
+    return {"lenient": lenient / len(tasks), "strict": strict / len(tasks), "eval_s": time.perf_counter() - started}
+
+
+# ---------------------------------------------------------------------------------------------------- ours
+
+
+def ours_config(level: str, lr: float, format_weight: float, seed: int) -> Any:
+    import torch
+    from agent_env.config import AgentRLConfig
+
+    micro_batch_tokens = 32768 if torch.cuda.is_available() else 4096  # the whole batch in one pass on a GPU
+
+    return AgentRLConfig.model_validate({"ajet": {
+        "project_name": "learn_arithmetic",
+        "model": {"path": MODEL},
+        "task_reader": {"type": "arithmetic", "arithmetic": {"level": level, "num_validation": 1}},
+        "data": {"train_batch_size": GROUPS, "max_prompt_length": 256, "max_response_length": MAX_TOKENS},
+        "rollout": {"env_id": "agent_env/Completion-v0", "num_repeat": GROUP_SIZE, "temperature": 1.0,
+                    "max_response_length_in_one_turn": MAX_TOKENS, "max_env_worker": GROUPS * GROUP_SIZE,
+                    "max_num_seqs": GROUPS * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512},
+        "task_judge": {"judge_protocol": "agent_env.judges.last_number:LastNumberJudge",
+                       "judge_kwargs": {"format_weight": format_weight}},
+        "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens},
+        "trainer_common": {"total_training_steps": 1_000_000, "test_freq": 0, "save_freq": 0, "val_before_train": False,
+                           "logger": ["console"], "seed": seed},
+    }})
+
+
+def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from agent_rl.trainer import Trainer
+
+    config = ours_config(args.level, args.lr, args.format_weight, args.seed)
+    held = heldout_tasks(args.level, args.heldout)
+    started = time.perf_counter()
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
+    tokenizer = trainer._tokenizer()
+    result: dict[str, Any] = {"setup_s": time.perf_counter() - started, "engine": type(trainer.engine).__name__}
+    result["before"] = evaluate(trainer.learner.module, tokenizer, held)
+    step_times, rewards, first_ratio = [], [], None
+    train_started = time.perf_counter()
+    try:
+        while time.perf_counter() - train_started < args.budget_s:
+            metrics = trainer.step()
+            step_times.append(metrics["timing/step_s"])
+            rewards.append(metrics["reward/mean"])
+            print(f"step {len(step_times)}: reward {rewards[-1]:.3f}, {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
+            if first_ratio is None:
+                first_ratio = (metrics.get("learner/ratio/min"), metrics.get("learner/ratio/max"))
+                result["first_step_split_s"] = {k: metrics.get(k) for k in ("timing/rollout_s", "timing/learn_s", "timing/sync_s")}
+        result["train_s"] = time.perf_counter() - train_started
+        result["last_step_split_s"] = {k: metrics.get(k) for k in ("timing/rollout_s", "timing/learn_s", "timing/sync_s")}
+        result["after"] = evaluate(trainer.learner.module, tokenizer, held)
+    finally:
+        trainer.close()
+    result.update(_summary(step_times, rewards))
+    result["first_update_ratio"] = first_ratio
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- TRL
+
+
+def run_trl(args: argparse.Namespace) -> dict[str, Any]:
+    """TRL's `GRPOTrainer` on the same work (our own runner; the anchor's settings)."""
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agent_env.tasks.arithmetic import ArithmeticTasks
+    from agent_rl.embedded_model import resolve_model_path
+
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", "29555")
+    cuda = torch.cuda.is_available()
+    use_vllm = cuda and _has_vllm()
+    path = resolve_model_path(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    held = heldout_tasks(args.level, args.heldout)
+    train_rows = [{"prompt": t.init_messages, "answer": t.metadata["answer"]} for t in ArithmeticTasks(args.level, "train")]
+    format_weight = args.format_weight
+
+    def reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+        from agent_env.judges.answer_extraction import last_boxed, last_number
+
+        out = []
+        for completion, gold in zip(completions, answer, strict=True):
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            boxed = last_boxed(text)
+            has_box = boxed is not None and last_number(boxed) is not None
+            out.append(float(score(text, gold)[1]) + format_weight * has_box)
+        return out
+
+    step_times: list[float] = []
+
+    class Budget(TrainerCallback):
+        def __init__(self) -> None:
+            self.started: float | None = None
+            self.step_started = 0.0
+
+        def on_step_begin(self, args_, state, control, **kw):  # noqa: ANN001
+            self.step_started = time.perf_counter()
+            self.started = self.started or self.step_started
+
+        def on_step_end(self, args_, state, control, **kw):  # noqa: ANN001
+            now = time.perf_counter()
+            step_times.append(now - self.step_started)
+            print(f"step {len(step_times)}: {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
+            if now - self.started > budget:
+                control.should_training_stop = True
+
+    budget = args.budget_s
+    started = time.perf_counter()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if cuda:
+        model = model.cuda()
+    result: dict[str, Any] = {"trl": trl.__version__, "engine": "vllm colocate" if use_vllm else "transformers generate"}
+    result["before"] = evaluate(model, tokenizer, held)
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl_grpo_"), per_device_train_batch_size=GROUPS * GROUP_SIZE,
+        num_generations=GROUP_SIZE, max_completion_length=MAX_TOKENS, learning_rate=args.lr, beta=0.0, temperature=1.0,
+        bf16=cuda, use_cpu=not cuda, logging_steps=1, max_steps=1_000_000, save_strategy="no", report_to=[],
+        gradient_checkpointing=False, seed=args.seed, disable_tqdm=True, log_level="error",
+        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+    )
+    trainer = GRPOTrainer(model=path if use_vllm else model, reward_funcs=[reward], args=config,
+                          train_dataset=Dataset.from_list(train_rows), processing_class=tokenizer, callbacks=[Budget()])
+    result["setup_s"] = time.perf_counter() - started
+    train_started = time.perf_counter()
+    trainer.train()
+    result["train_s"] = time.perf_counter() - train_started
+    rewards = [row["reward"] for row in trainer.state.log_history if "reward" in row]
+    result["after"] = evaluate(trainer.model, tokenizer, held)
+    result.update(_summary(step_times, rewards))
+    return result
+
+
+def _has_vllm() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:
+    tenth = max(1, len(rewards) // 10)
+    return {"steps": len(step_times), "step_s_median": statistics.median(step_times) if step_times else None,
+            "reward_first_tenth": sum(rewards[:tenth]) / tenth if rewards else None,
+            "reward_last_tenth": sum(rewards[-tenth:]) / tenth if rewards else None}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def report(paths: list[str], write: bool) -> str:
+    rows = [json.loads(Path(p).read_text()) for p in paths]
+    lines = ["| runner | engine | level | format weight | budget s | steps | median s/step | lenient before → after | strict before → after | reward first → last tenth |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["level"], r["format_weight"], r["runner"])):
+        step = f"{r['step_s_median']:.2f}" if r.get("step_s_median") else "–"
+        reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
+        lines.append(f"| {r['runner']} | {r['engine']} | {r['level']} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
+                     f"{r['before']['lenient']:.1%} → {r['after']['lenient']:.1%} | {r['before']['strict']:.1%} → {r['after']['strict']:.1%} | {reward} |")
+    body = "\n".join(lines)
+    if write:
+        from _results import write_section
+
+        write_section("Learning arithmetic (benchmarks/learn_arithmetic.py)", body, machine=rows[0].get("machine"))
+    return body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runner", choices=["ours", "trl"], default="ours")
+    parser.add_argument("--level", choices=["easy", "mix"], default="easy")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="training wall-clock budget")
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--format-weight", type=float, default=0.0, help="reward for a number in \\boxed{} (0: the anchor's reward)")
+    parser.add_argument("--heldout", type=int, default=256, help="held-out problems (validation split)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--report", nargs="+", metavar="JSON", help="render these results (and write RESULTS.md unless --no-write)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report, write=not args.no_write))
+        return
+    import torch
+    from _results import machine_description
+
+    if torch.cuda.is_available():
+        os.environ.setdefault("BENCH_GPU_NAME", torch.cuda.get_device_name(0))
+
+    result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr,
+              "format_weight": args.format_weight, "heldout": args.heldout, "machine": machine_description()}
+    result.update((run_ours if args.runner == "ours" else run_trl)(args))
+    text = json.dumps(result, indent=1)
+    print(text, flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
