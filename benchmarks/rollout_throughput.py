@@ -73,13 +73,28 @@ def run_collector(n: int, tokens: int) -> dict:
     sampling = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True)
     collector = RolloutCollector(_completion_env, engine, engine_tokenizer(), sampling, limits=limits, max_concurrency=n)
     tasks = _tasks(n)
+    submitted, finished = [], []
+    generate = engine.generate
+
+    async def timed_generate(prompt_ids, params=None):  # when each request reached the engine and came back
+        submitted.append(time.perf_counter())
+        try:
+            return await generate(prompt_ids, params)
+        finally:
+            finished.append(time.perf_counter())
+
+    engine.generate = timed_generate
 
     async def main() -> dict:
         await collector.collect(tasks[: min(8, n)], 1)  # warm-up
+        submitted.clear(), finished.clear()
+        started = time.perf_counter()
         batch = await collector.collect(tasks, 1)
         metrics = batch.metrics()
         return {"generated": metrics["tokens/generated"], "elapsed_s": batch.elapsed_s, "tokens_per_s": metrics["tokens/generated_per_s"],
-                "failed": metrics["rollout/failed_episodes"]}
+                "failed": metrics["rollout/failed_episodes"], "first_submit_s": min(submitted) - started,
+                "last_submit_s": max(submitted) - started, "first_return_s": min(finished) - started,
+                "last_return_s": max(finished) - started}
 
     try:
         return asyncio.run(main())
@@ -173,7 +188,7 @@ def main() -> None:
         ratio = ours.get("tokens_per_s", 0) / raw["tokens_per_s"] if raw.get("tokens_per_s") else float("nan")
         rows.append(f"| {n} | {args.tokens} | {raw.get('tokens_per_s', 0):,.0f} | {ours.get('tokens_per_s', 0):,.0f} | {ratio:.0%} |")
         print(rows[-1], flush=True)
-    multi = measure("multiturn", args.multiturn_episodes, 256)
+    multi = measure("multiturn", args.multiturn_episodes, 256) if args.multiturn_episodes > 0 else {}
     results["multiturn"] = multi
     print(json.dumps(results, indent=1))
     hit = multi.get("prefix_cache_hit_rate")
