@@ -6,7 +6,7 @@
 
 The work is the issue's anchor (shared/anchors/trl_grpo_arithmetic.py, DESIGN §8): SmolLM2-135M-Instruct (the
 embedded model), the built-in arithmetic tasks (`easy`: a ± b with a, b ≤ 20; `mix`: two-digit ± and one-digit ×
-two-digit), 8 prompts × 8 completions of at most 128 tokens per step, temperature 1, lr 2e-5, β = 0, reward 1 for
+two-digit), 8 prompts × 8 completions of at most 128 tokens per step (`--groups`, `--max-tokens`), temperature 1, lr 2e-5, β = 0, reward 1 for
 the right last number (`LastNumberJudge(format_weight=0)`; `--format-weight 0.1` adds the \\boxed{} shaping).
 Training stops at the first step that ends after `--budget-s` seconds of training (set-up and evaluation are not
 counted, as in the anchor).
@@ -38,7 +38,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODEL = "embedded:SmolLM2-135M-Instruct"
-GROUPS, GROUP_SIZE, MAX_TOKENS = 8, 8, 128
+GROUP_SIZE = 8
+EVAL_MAX_TOKENS = 128
+"""Held-out generations are cut at this many tokens, whatever the training length."""
 
 
 def heldout_tasks(level: str, n: int) -> list[Any]:
@@ -76,7 +78,7 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
             width = max(len(p) for p in prompts)
             input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
             attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-            out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=MAX_TOKENS, do_sample=False, use_cache=True,
+            out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=EVAL_MAX_TOKENS, do_sample=False, use_cache=True,
                                  pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
             for task, ids in zip(batch, out[:, width:], strict=True):
                 s, l = score(tokenizer.decode(ids, skip_special_tokens=True), task.metadata["answer"])
@@ -89,7 +91,7 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
 # ---------------------------------------------------------------------------------------------------- ours
 
 
-def ours_config(level: str, lr: float, format_weight: float, seed: int) -> Any:
+def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: int = 8, max_tokens: int = 128) -> Any:
     import torch
     from agent_env.config import AgentRLConfig
 
@@ -99,10 +101,10 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int) -> Any:
         "project_name": "learn_arithmetic",
         "model": {"path": MODEL},
         "task_reader": {"type": "arithmetic", "arithmetic": {"level": level, "num_validation": 1}},
-        "data": {"train_batch_size": GROUPS, "max_prompt_length": 256, "max_response_length": MAX_TOKENS},
+        "data": {"train_batch_size": groups, "max_prompt_length": 256, "max_response_length": max_tokens},
         "rollout": {"env_id": "agent_env/Completion-v0", "num_repeat": GROUP_SIZE, "temperature": 1.0,
-                    "max_response_length_in_one_turn": MAX_TOKENS, "max_env_worker": GROUPS * GROUP_SIZE,
-                    "max_num_seqs": GROUPS * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512},
+                    "max_response_length_in_one_turn": max_tokens, "max_env_worker": groups * GROUP_SIZE,
+                    "max_num_seqs": groups * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512},
         "task_judge": {"judge_protocol": "agent_env.judges.last_number:LastNumberJudge",
                        "judge_kwargs": {"format_weight": format_weight}},
         "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens},
@@ -114,7 +116,7 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int) -> Any:
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from agent_rl.trainer import Trainer
 
-    config = ours_config(args.level, args.lr, args.format_weight, args.seed)
+    config = ours_config(args.level, args.lr, args.format_weight, args.seed, args.groups, args.max_tokens)
     held = heldout_tasks(args.level, args.heldout)
     started = time.perf_counter()
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
@@ -205,8 +207,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"trl": trl.__version__, "engine": "vllm colocate" if use_vllm else "transformers generate"}
     result["before"] = evaluate(model, tokenizer, held)
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl_grpo_"), per_device_train_batch_size=GROUPS * GROUP_SIZE,
-        num_generations=GROUP_SIZE, max_completion_length=MAX_TOKENS, learning_rate=args.lr, beta=0.0, temperature=1.0,
+        output_dir=tempfile.mkdtemp(prefix="trl_grpo_"), per_device_train_batch_size=args.groups * GROUP_SIZE,
+        num_generations=GROUP_SIZE, max_completion_length=args.max_tokens, learning_rate=args.lr, beta=0.0, temperature=1.0,
         bf16=cuda, use_cpu=not cuda, logging_steps=1, max_steps=1_000_000, save_strategy="no", report_to=[],
         gradient_checkpointing=False, seed=args.seed, disable_tqdm=True, log_level="error",
         **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
@@ -242,19 +244,25 @@ def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:
 
 
 def report(paths: list[str], write: bool) -> str:
+    """The results as markdown, one table per machine (a GPU host's runs and a CPU run are not comparable)."""
     rows = [json.loads(Path(p).read_text()) for p in paths]
-    lines = ["| runner | engine | level | format weight | budget s | steps | median s/step | lenient before → after | strict before → after | reward first → last tenth |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["level"], r["format_weight"], r["runner"])):
-        step = f"{r['step_s_median']:.2f}" if r.get("step_s_median") else "–"
-        reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
-        lines.append(f"| {r['runner']} | {r['engine']} | {r['level']} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
-                     f"{r['before']['lenient']:.1%} → {r['after']['lenient']:.1%} | {r['before']['strict']:.1%} → {r['after']['strict']:.1%} | {reward} |")
-    body = "\n".join(lines)
+    header = ["| runner | engine | level | batch | format weight | budget s | steps | median s/step | lenient before → after | strict before → after | reward first → last tenth |",
+              "|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
+    tables = []
+    for machine in dict.fromkeys(r.get("machine", "") for r in rows):
+        lines = [f"On {machine}:", "", *header]
+        for r in sorted((r for r in rows if r.get("machine", "") == machine), key=lambda r: (r["level"], r["format_weight"], r["runner"])):
+            step = f"{r['step_s_median']:.2f}" if r.get("step_s_median") else "–"
+            reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
+            batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
+            lines.append(f"| {r['runner']} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
+                         f"{r['before']['lenient']:.1%} → {r['after']['lenient']:.1%} | {r['before']['strict']:.1%} → {r['after']['strict']:.1%} | {reward} |")
+        tables.append("\n".join(lines))
+    body = "\n\n".join(tables)
     if write:
         from _results import write_section
 
-        write_section("Learning arithmetic (benchmarks/learn_arithmetic.py)", body, machine=rows[0].get("machine"))
+        write_section("Learning arithmetic (benchmarks/learn_arithmetic.py)", body, machine="the machines named above each table")
     return body
 
 
@@ -265,6 +273,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=240.0, help="training wall-clock budget")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--format-weight", type=float, default=0.0, help="reward for a number in \\boxed{} (0: the anchor's reward)")
+    parser.add_argument("--groups", type=int, default=8, help="prompts per step (each with 8 completions)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="most tokens per training completion")
     parser.add_argument("--heldout", type=int, default=256, help="held-out problems (validation split)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the result to this file")
@@ -280,7 +290,8 @@ def main() -> None:
     if torch.cuda.is_available():
         os.environ.setdefault("BENCH_GPU_NAME", torch.cuda.get_device_name(0))
 
-    result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr,
+    result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr, "groups": args.groups,
+              "max_tokens": args.max_tokens,
               "format_weight": args.format_weight, "heldout": args.heldout, "machine": machine_description()}
     result.update((run_ours if args.runner == "ours" else run_trl)(args))
     text = json.dumps(result, indent=1)

@@ -56,11 +56,14 @@ def test_launcher_runs_the_workflow_in_this_process(tmp_path, monkeypatch):
     assert pid_file.read_text().split() == [str(os.getpid())] * 2
 
 
-def test_with_ray_says_plainly_it_is_not_supported(tmp_path, capsys):
+def test_with_ray_puts_the_episodes_on_ray(monkeypatch):
+    import agent_cli.main
     from agent_cli.ajet import main
 
-    assert main(["--conf", str(EXAMPLE / "math_agent.yaml"), "--backbone", "debug", "--with-ray"]) == 2
-    assert "--with-ray is not supported yet" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr(agent_cli.main, "main", lambda argv: calls.append(argv) or 0)
+    assert main(["--conf", "math_agent.yaml", "--backbone", "trinity", "--with-ray", "ajet.rollout.num_repeat=2"]) == 0
+    assert calls == [["train", "--config", "math_agent.yaml", "ajet.rollout.num_repeat=2", "ajet.rollout.ray.enabled=true"]]
 
 
 def test_config_typo_is_reported_with_the_nearest_key(tmp_path, capsys):

@@ -228,7 +228,7 @@ def test_unknown_key_without_a_near_name_lists_the_valid_ones(tmp_path):
     path = write_config(tmp_path, MINIMAL + "  data:\n    batch: 3\n")
     assert problems_of(path) == [
         "ajet.data.batch (line 5): unknown key; remove it or use one of the keys valid under ajet.data: "
-        "train_batch_size, max_prompt_length, max_response_length."
+        "train_batch_size, max_prompt_length, max_response_length, filter_zero_variance_groups, max_oversampling_rounds."
     ]
 
 

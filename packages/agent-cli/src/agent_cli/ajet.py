@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--with-logview", action="store_true",
                         help="serve the logview of the run (debug: after the episodes; training: while it runs) until Ctrl-C")
     parser.add_argument("--port", type=int, default=None, help="logview port (default: 8765, or a free one when it is taken)")
-    parser.add_argument("--with-ray", action="store_true", help="run episodes on a Ray cluster (not supported yet)")
+    parser.add_argument("--with-ray", action="store_true",
+                        help="run the episodes' env side (workflow, tools, judge) in Ray actors: joins the cluster `ray start` "
+                        "runs here (or ajet.rollout.ray.address), else starts a local one (sets ajet.rollout.ray.enabled)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="training backbones: stop after N steps")
     parser.add_argument("--resume", action="store_true", help="training backbones: continue the run from its last checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="dotted overrides, e.g. ajet.rollout.temperature=0.5")
@@ -36,23 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ajet` console script: translate to `agent-rl debug` or `agent-rl train`."""
     args = build_parser().parse_args(argv)
-    if args.with_ray:
-        print("ajet: --with-ray is not supported yet: agent-rl runs every episode in this process, on one machine. "
-              "Drop the flag; multi-machine rollouts come with the Ray backbone.", file=sys.stderr)
-        return 2
     from agent_cli.main import main as agent_rl_main
 
     logview = ["--with-logview"] if args.with_logview else []
     logview += ["--port", str(args.port)] if args.port is not None else []
+    overrides = [*args.overrides, *(["ajet.rollout.ray.enabled=true"] if args.with_ray else [])]
     if args.backbone == "debug":
         if args.max_steps is not None or args.resume:
             print("ajet: --max-steps and --resume apply to training backbones; --backbone debug ignores them.", file=sys.stderr)
-        return agent_rl_main(["debug", "--config", args.conf, *logview, *args.overrides])
+        if args.with_ray:
+            print("ajet: --with-ray runs the workflow in Ray actors: breakpoints in it are not hit here.", file=sys.stderr)
+        return agent_rl_main(["debug", "--config", args.conf, *logview, *overrides])
     if args.backbone in ("trinity", "verl"):
         print(f"ajet: --backbone {args.backbone} runs agent-rl's own DeepSpeed GRPO learner (same config keys).", flush=True)
     train = ["--max-steps", str(args.max_steps)] if args.max_steps is not None else []
     train += ["--resume"] if args.resume else []
-    return agent_rl_main(["train", "--config", args.conf, *train, *logview, *args.overrides])
+    return agent_rl_main(["train", "--config", args.conf, *train, *logview, *overrides])
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after at most N training steps, whatever ajet.trainer_common.total_training_steps and "
                        "total_epochs say")
     train.add_argument("--resume", action="store_true", help="continue the run in the run directory from its last checkpoint")
+    train.add_argument("--with-ray", action="store_true",
+                       help="run the episodes' env side (workflow, tools, judge) in Ray actors across the cluster; the engine "
+                       "and learner stay here (sets ajet.rollout.ray.enabled; the cluster is ajet.rollout.ray.address)")
     _logview_arguments(train, "while training, serve the logview of the run (and keep serving after it, until Ctrl-C)")
     train.set_defaults(run=_train)
 
@@ -138,8 +141,9 @@ def _schema_keys() -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = _load(args.config, args.overrides)
+    config = _load(args.config, [*args.overrides, *(["ajet.rollout.ray.enabled=true"] if args.with_ray else [])])
     _preflight(config, "train")
+    _check_ray(config)
     try:
         from agent_cli.train import run_train
     except ModuleNotFoundError as error:
@@ -172,6 +176,7 @@ def _debug(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"ajet.debug.num_tasks={args.num_tasks}"] if args.num_tasks is not None else [])
     config = _load(args.config, overrides)
     _preflight(config, "train")
+    _check_ray(config)
     trajectories = run_debug(config)
     if args.with_logview:
         from agent_cli.logview import serve_logview
@@ -326,6 +331,15 @@ def _preflight(config: AgentRLConfig, split: str) -> Any:
     _check_model_path(config)
     env_factory_from_config(config)  # resolves the workflow and judge references; raises LoadError naming the fix
     return _check_tasks(config, split)
+
+
+def _check_ray(config: AgentRLConfig) -> None:
+    """Episodes on Ray (`--with-ray`, `ajet.rollout.ray`) need the `ray` package; say how to get it."""
+    import importlib.util
+
+    if config.ajet.rollout.ray.enabled and importlib.util.find_spec("ray") is None:
+        raise CommandError("--with-ray (ajet.rollout.ray.enabled) needs Ray, which is not installed: run `uv sync --extra ray` "
+                           "(or `pip install 'agent-rl[ray]'`), or drop the flag to run every episode in this process.")
 
 
 class CommandError(Exception):

@@ -8,6 +8,10 @@ One step, top to bottom (`Trainer.step`):
     every `test_freq` steps: validation accuracy and pass@k; every `save_freq`: a checkpoint
 Everything lands in the run directory (`launcher_record/{config file stem}/`): `config.yaml`,
 `metrics.jsonl`, TensorBoard events, `trajectories/step_N.jsonl`, `checkpoints/step_N/`.
+
+Several processes (`torchrun`, see `agent_rl.distributed`): rank 0 collects and broadcasts the samples, every rank
+trains on them, rank 0 syncs the engine and writes the run directory. With `trainer_common.max_staleness: 1`
+the next batch is collected while this one trains (`agent_rl.overlap`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from agent_env.config import AgentRLConfig, dump_resolved
 from agent_env.from_config import tasks_from_config
 from agent_env.types import Task
 
+from agent_rl.distributed import Ranks, drain, join_process_group, launch_mismatch, resolve_engine_gpus
+
 logger = logging.getLogger("agent_rl")
 
 TRAINER_STATE = "trainer_state.json"
@@ -45,6 +51,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         ajet = config.ajet
         self.seed = ajet.trainer_common.seed
+        self.ranks: Ranks = join_process_group()
+        self._engine_gpus = self._placement()
         self._prepare_run_dir(resume)
         self.train_tasks: Sequence[Task] = tasks_from_config(config, "train")
         self.val_tasks: Sequence[Task] | None = tasks_from_config(config, "validation")
@@ -61,11 +69,22 @@ class Trainer:
         self.loop = asyncio.new_event_loop()
         self.learner = self._build_learner()
         self.engine, self.shares_weights = self._build_engine()
-        from agent_rl.rollout.from_config import build_collector
+        self.collector = None  # rank 0 only
+        if self.ranks.is_main:
+            from agent_rl.rollout.from_config import build_collector
 
-        self.collector = build_collector(config, self.engine, self.engine.tokenizer if hasattr(self.engine, "tokenizer") else self._tokenizer())
+            self.collector = build_collector(config, self.engine, self.engine.tokenizer if hasattr(self.engine, "tokenizer") else self._tokenizer())
+        self._background = None  # the next batch's collection while this one trains (max_staleness 1, rank 0)
+        if ajet.trainer_common.max_staleness > 0 and self.ranks.is_main:
+            from agent_rl.overlap import BackgroundRollout
+
+            self._background = BackgroundRollout()
+        self._ready: tuple[Any, dict[str, float], int] | None = None  # a batch collected ahead: (batch, metrics, weights version)
+        self._resume_state: dict[str, Any] | None = None  # the task-order state before the batch collected ahead
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard") if "tensorboard" in ajet.trainer_common.logger else None
+        self._tensorboard = None
+        if self.ranks.is_main and "tensorboard" in ajet.trainer_common.logger:
+            self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard")
         if resume:
             self._resume()
         random.seed(self.seed)
@@ -81,13 +100,14 @@ class Trainer:
         interrupted = False
         previous = _stop_on_sigterm()
         try:
-            if common.val_before_train and self.step_index == 0 and self.val_tasks:
+            if common.val_before_train and self.step_index == 0 and self.val_tasks and self.ranks.is_main:
                 self._log(self._validate(), step=0)
             while self.step_index < self.total_steps:
                 last = self.step()
                 done = self.step_index - first_step
                 eta = (time.perf_counter() - started) / done * (self.total_steps - self.step_index)
-                print(_progress_line(self.step_index, self.total_steps, last, eta), flush=True)
+                if self.ranks.is_main:
+                    print(_progress_line(self.step_index, self.total_steps, last, eta), flush=True)
                 if common.save_freq > 0 and self.step_index % common.save_freq == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:
@@ -102,20 +122,26 @@ class Trainer:
         return last
 
     def step(self) -> dict[str, float]:
-        """One training step: collect, learn, sync, and (every `test_freq`) validate. Returns its metrics."""
+        """One training step: collect, learn, sync, and (every `test_freq`) validate. Returns its metrics (every
+        rank gets the learner's; the rollout and validation metrics are rank 0's)."""
         ajet = self.config.ajet
         step_started = time.perf_counter()
-        batch, metrics = self._collect_training_batch()
+        samples, metrics = self._training_samples()
         learn_started = time.perf_counter()
-        if batch.samples:
-            metrics.update(self.learner.train_step(batch.samples))
+        if samples:
+            metrics.update(self.learner.train_step(samples))
         metrics["timing/learn_s"] = time.perf_counter() - learn_started
+        if self._background is not None and self._background.in_flight:
+            # the engine is updated only between collections: wait for the next batch before loading new weights
+            (batch, batch_metrics), version, waited = self._background.wait()
+            self._ready = (batch, batch_metrics, version)
+            metrics["timing/rollout_wait_s"] += waited
         sync_started = time.perf_counter()
         self._sync_weights()
         metrics["timing/sync_s"] = time.perf_counter() - sync_started
         self.step_index += 1
         test_freq = ajet.trainer_common.test_freq
-        if self.val_tasks and test_freq > 0 and self.step_index % test_freq == 0:
+        if self.val_tasks and test_freq > 0 and self.step_index % test_freq == 0 and self.ranks.is_main:
             metrics.update(self._validate())
         metrics["timing/step_s"] = time.perf_counter() - step_started
         metrics["tokens/per_s"] = metrics.get("tokens/generated", 0.0) / metrics["timing/step_s"]
@@ -123,8 +149,30 @@ class Trainer:
         self._log(metrics, step=self.step_index)
         return metrics
 
-    def _collect_training_batch(self) -> tuple[Any, dict[str, float]]:
-        """This step's episodes and their metrics. With `data.filter_zero_variance_groups`, groups whose rewards
+    def _training_samples(self) -> tuple[list[Any], dict[str, float]]:
+        """This step's samples on every rank, and (rank 0) their rollout metrics: `rollout/staleness` (training
+        steps between the weights that sampled the batch and those about to train on it) and
+        `timing/rollout_wait_s` (seconds this step waited for collection). Rank 0 collects now, or takes the
+        batch collected during the previous step, and with `max_staleness: 1` starts the next one."""
+        if not self.ranks.is_main:
+            return self.ranks.broadcast(None), {}
+        number = self.step_index + 1
+        if self._ready is None:  # nothing collected ahead: collect now, with the weights the engine holds
+            started = time.perf_counter()
+            batch, metrics = self._collect_training_batch(number)
+            version, waited = self.step_index, time.perf_counter() - started
+        else:
+            (batch, metrics, version), waited = self._ready, 0.0
+            self._ready, self._resume_state = None, None
+        metrics["rollout/staleness"] = float(self.step_index - version)
+        metrics["timing/rollout_wait_s"] = waited
+        if self._background is not None and number < self.total_steps:
+            self._resume_state = self._order_state()  # a checkpoint taken now must not skip the next batch's tasks
+            self._background.start(lambda: self._collect_training_batch(number + 1), weights_version=self.step_index)
+        return self.ranks.broadcast(list(batch.samples)), metrics
+
+    def _collect_training_batch(self, number: int) -> tuple[Any, dict[str, float]]:
+        """Step `number`'s episodes and their metrics. With `data.filter_zero_variance_groups`, groups whose rewards
         are all equal are dropped and more tasks are collected (at most `data.max_oversampling_rounds` more
         rounds) until `train_batch_size` groups are kept; the batch returned holds the kept episodes, while the
         rollout metrics cover every episode collected. Every sample goes to `trajectories/step_N.jsonl`."""
@@ -133,7 +181,7 @@ class Trainer:
 
         ajet = self.config.ajet
         num_repeat = ajet.rollout.num_repeat
-        seed = self.seed * 100_003 + self.step_index
+        seed = self.seed * 100_003 + number - 1
         batch = self.loop.run_until_complete(self.collector.collect(self._next_tasks(self.batch_size), num_repeat, seed=seed))
         collected = RolloutBatch(list(batch.episodes), batch.elapsed_s)
         rounds = 0
@@ -148,7 +196,7 @@ class Trainer:
                 collected.elapsed_s += more.elapsed_s
                 kept = _groups_with_reward_spread(collected.episodes)
             batch = RolloutBatch([e for e in collected.episodes if e.group_id in kept[: self.batch_size]], collected.elapsed_s)
-        write_trajectories(self.run_dir / "trajectories" / f"step_{self.step_index + 1}.jsonl", collected.samples)
+        write_trajectories(self.run_dir / "trajectories" / f"step_{number}.jsonl", collected.samples)
         metrics = collected.metrics()
         if ajet.data.filter_zero_variance_groups:
             groups = len({e.group_id for e in collected.episodes})
@@ -187,13 +235,18 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """`checkpoints/step_N/`: the model in Hugging Face format, optimizer and scheduler, and the trainer's state."""
         directory = self.run_dir / "checkpoints" / f"step_{self.step_index}"
-        self.learner.save_checkpoint(directory)
-        state = {"step": self.step_index, "epoch": self.epoch, "position": self.position, "order": self._order,
-                 "python_random": _encode_random_state(random.getstate())}
-        tmp = directory / f".{TRAINER_STATE}.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, directory / TRAINER_STATE)
+        self.learner.save_checkpoint(directory)  # a collective: every rank
+        if self.ranks.is_main:
+            # a batch collected ahead (max_staleness 1) is not saved: a resumed run collects it again
+            state = {"step": self.step_index, **(self._resume_state or self._order_state())}
+            tmp = directory / f".{TRAINER_STATE}.tmp"
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, directory / TRAINER_STATE)
         return directory
+
+    def _order_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "order": list(self._order),
+                "python_random": _encode_random_state(random.getstate())}
 
     def _resume(self) -> None:
         checkpoints = sorted((self.run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
@@ -212,13 +265,32 @@ class Trainer:
     # ------------------------------------------------------------------ plumbing
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not resume:
-            raise RunDirectoryExists(
-                f"{self.run_dir} already holds a run. Continue it with `--resume`, or start afresh by removing that "
-                f"directory (or set ajet.experiment_name / use another config file name)."
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_resolved(self.config, self.run_dir / "config.yaml")
+        """Rank 0 checks and creates the run directory; every rank gets its verdict."""
+        problem = None
+        if self.ranks.is_main:
+            if self.run_dir.exists() and any(self.run_dir.iterdir()) and not resume:
+                problem = (f"{self.run_dir} already holds a run. Continue it with `--resume`, or start afresh by removing "
+                           f"that directory (or set ajet.experiment_name / use another config file name).")
+            else:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                dump_resolved(self.config, self.run_dir / "config.yaml")
+        problem = self.ranks.broadcast(problem)
+        if problem is not None:
+            raise RunDirectoryExists(problem)
+
+    def _placement(self) -> list[int] | None:
+        """The engine's GPUs when `rollout.placement` is `separate` (checked on every rank), else None; rank 0
+        notes a launch with fewer processes than `trainer_common` asks for."""
+        import torch
+
+        rollout, common = self.config.ajet.rollout, self.config.ajet.trainer_common
+        gpus = None
+        if rollout.placement == "separate":
+            gpus = resolve_engine_gpus(rollout.engine_gpus, self.ranks, torch.cuda.device_count())
+        note = launch_mismatch(common.n_gpus_per_node, common.nnodes, self.ranks, len(gpus or []))
+        if note and self.ranks.is_main and torch.cuda.is_available():
+            logger.warning(note)
+        return gpus
 
     def _next_tasks(self, count: int) -> list[Task]:
         """The next `count` training tasks in this run's seeded order (a new shuffle each epoch)."""
@@ -246,9 +318,13 @@ class Trainer:
         return Learner(ajet.model.path, LearnerConfig.model_validate({**ajet.learner.model_dump(), **updates}))
 
     def _build_engine(self) -> tuple[Any, bool]:
-        """The rollout engine: vLLM on a GPU (when installed), else the HF engine sharing the learner's module."""
+        """Rank 0's rollout engine (other ranks have none) and whether it shares the learner's module: vLLM on a
+        GPU (when installed), else the HF engine, which generates with the learner's own module when it can (one
+        rank, ZeRO < 3, colocated, no staleness) and with a copy of its own otherwise."""
         import torch
 
+        if not self.ranks.is_main:
+            return None, False
         choice = getattr(self.config.ajet.rollout, "engine", "auto")
         if choice == "auto":
             try:
@@ -261,19 +337,29 @@ class Trainer:
             from agent_rl.engines.vllm import VLLMEngine
 
             rollout = self.config.ajet.rollout
+            separate = self._engine_gpus is not None
             engine = VLLMEngine(self.config.ajet.model.path, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                                max_model_len=rollout.max_model_len, max_num_seqs=rollout.max_num_seqs, seed=self.seed)
+                                max_model_len=rollout.max_model_len, max_num_seqs=rollout.max_num_seqs, seed=self.seed,
+                                weight_sync="nccl" if separate else "ipc", devices=self._engine_gpus,
+                                enable_sleep_mode=not separate)
             return engine, False
         from agent_rl.engines.hf import HFEngine
 
         module = self.learner.module
-        if self.learner.config.zero_stage < 3 and self.learner.world_size == 1:
-            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=self.config.ajet.rollout.max_model_len), True
-        return HFEngine(self.config.ajet.model.path, seed=self.seed, max_model_len=self.config.ajet.rollout.max_model_len), False
+        max_model_len = self.config.ajet.rollout.max_model_len
+        own_copy = (self.learner.config.zero_stage == 3 or self.learner.world_size > 1 or self._engine_gpus is not None
+                    or self.config.ajet.trainer_common.max_staleness > 0)
+        if not own_copy:
+            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=max_model_len), True
+        device = f"cuda:{self._engine_gpus[0]}" if self._engine_gpus is not None else None
+        return HFEngine(self.config.ajet.model.path, device=device, seed=self.seed, max_model_len=max_model_len), False
 
     def _sync_weights(self) -> None:
         if self.shares_weights:
             return  # the HF engine generates with the learner's own module
+        if not self.ranks.is_main:
+            drain(self.learner.named_weights())  # ZeRO-3 gathers are collectives: take part, keep nothing
+            return
         self.loop.run_until_complete(self.engine.update_weights(self.learner.named_weights()))
 
     def _tokenizer(self) -> Any:
@@ -286,6 +372,8 @@ class Trainer:
         return self._tokenizer_cache
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
+        if not self.ranks.is_main:
+            return
         row = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}
         with open(self.metrics_path, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
@@ -296,6 +384,8 @@ class Trainer:
             self._tensorboard.flush()
 
     def _finish_outputs(self) -> None:
+        if not self.ranks.is_main:
+            return
         if self._tensorboard is not None:
             self._tensorboard.close()
         try:
@@ -308,7 +398,10 @@ class Trainer:
             logger.warning("could not draw plots: %s", error)
 
     def close(self) -> None:
-        self.engine.close()
+        if self._background is not None:
+            self._background.close()
+        if self.engine is not None:
+            self.engine.close()
         self.loop.close()
 
 

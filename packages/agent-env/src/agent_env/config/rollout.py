@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent_env.config.base import UNUSED_MARK, ConfigBlock, check_reference_syntax
 
-__all__ = ["MultiTurnConfig", "RolloutConfig", "ValKwargsConfig"]
+__all__ = ["MultiTurnConfig", "RayConfig", "RolloutConfig", "ValKwargsConfig"]
 
 
 class MultiTurnConfig(ConfigBlock):
@@ -42,6 +42,65 @@ class ValKwargsConfig(ConfigBlock):
         ge=1,
         description="Episodes per validation task; above 1 the validation also reports pass@k.",
     )
+
+
+class RayConfig(ConfigBlock):
+    """Episodes in Ray actors across a cluster's nodes; the engine and the collector stay in this process."""
+
+    enabled: bool = Field(
+        False,
+        description="Run the env side of every episode (workflow, tools, judge) in Ray actors, each hosting many "
+        "episodes; only messages and completions travel. `--with-ray` sets it; setting `address` turns it on too.",
+    )
+    address: str | None = Field(
+        None,
+        description="The Ray cluster (`ray.init(address=...)`): `auto` joins the cluster `ray start` runs on "
+        "this machine (an error if there is none), `host:port` joins that head node, `local` always starts a "
+        "local cluster; null joins a running cluster if there is one (`RAY_ADDRESS`, or `ray start` on this "
+        "machine), else starts a local one.",
+    )
+    num_actors: int = Field(
+        0,
+        ge=0,
+        description="Env actors to start, spread across the nodes; 0: as many as the cluster's CPUs allow at "
+        "`num_cpus_per_actor` each. `max_env_worker` still caps the episodes running at once, over all actors.",
+    )
+    num_cpus_per_actor: float = Field(
+        1.0,
+        gt=0.0,
+        description="CPUs Ray reserves for each env actor (its episodes' tools and judge run in that process "
+        "and its children).",
+    )
+    placement: Literal["least_loaded", "round_robin"] = Field(
+        "least_loaded",
+        description="Which actor hosts a new episode: `least_loaded` (the one with the fewest open episodes) or "
+        "`round_robin`.",
+    )
+    max_episode_retries: int = Field(
+        2,
+        ge=0,
+        description="Times an episode whose actor died or stopped answering is played again from its start on "
+        "another actor (a dead actor is replaced); beyond it the episode fails. Counted in "
+        "`rollout/env_lost_restarts` and `rollout/env_lost_episodes`.",
+    )
+    step_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="Most seconds the driver waits for one env call (reset, step, truncate) before it counts "
+        "the episode as lost; null: `episode_timeout_s` + 180 (the workflow's own limit plus the judge's).",
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray `runtime_env` of the env actors, e.g. `{env_vars: {...}}` or `{py_modules: [...]}`. "
+        "Every node needs the packages the env imports, and the workflow file at the same path.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address_turns_it_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("address") is not None and "enabled" not in data:
+            return {**data, "enabled": True}
+        return data
 
 
 class RolloutConfig(ConfigBlock):
@@ -161,11 +220,29 @@ class RolloutConfig(ConfigBlock):
         description="Replace agentscope's `execute_python_code` in the agent's toolkit with our sandboxed "
         "runner (separate process, time and memory limits). false: run the agent's tools unchanged.",
     )
+    ray: RayConfig = Field(
+        default_factory=RayConfig,
+        description="Env episodes on a Ray cluster (`--with-ray`).",
+    )
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto",
         description="Rollout engine: `vllm` (GPU, needs `agent-rl[vllm]`), `hf` (`transformers`; CPU or GPU; on one "
         "process it generates with the learner's own weights, so no weight sync is needed), or `auto` (vLLM when "
         "it is installed and a GPU is present, else hf).",
+    )
+    placement: Literal["colocated", "separate"] = Field(
+        "colocated",
+        description="Where the rollout engine runs: `colocated` (on the GPU of the learner's rank 0, sharing it) or "
+        "`separate` (on GPUs of its own, `engine_gpus`, with the learner's ranks on the others; vLLM then gets the new "
+        "weights by NCCL broadcast from the learner's rank 0 after each step). Launch the learner with "
+        "`torchrun --nproc-per-node <GPUs - engine GPUs>`.",
+    )
+    engine_gpus: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="With `placement: separate`: the GPUs of rank 0's node that the engine uses (indices as that "
+        "process sees them; vLLM runs tensor-parallel over all of them). null: the last GPU. They must not be GPUs "
+        "of learner ranks (local ranks 0..nproc-per-node-1).",
     )
 
     @field_validator("agentscope_workflow")

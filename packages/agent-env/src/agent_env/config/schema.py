@@ -135,14 +135,29 @@ class TrainerCommonConfig(ConfigBlock):
         description="Stop after this many training steps; null: run `total_epochs` epochs.",
     )
     val_before_train: bool = Field(True, description="Run validation once before the first training step.")
-    n_gpus_per_node: int = Field(1, ge=1, description="GPUs used on each node.")
-    nnodes: int = Field(1, ge=1, description="Number of nodes.")
+    n_gpus_per_node: int = Field(
+        1,
+        ge=1,
+        description="GPUs used on each node. The learner's ranks come from the launcher (`torchrun --nproc-per-node N`, "
+        "see README \"Several GPUs\"); a run that was given fewer processes than this says so at start.",
+    )
+    nnodes: int = Field(1, ge=1, description="Number of nodes (the launcher's `--nnodes`; checked like `n_gpus_per_node`).")
     logger: list[Literal["console", "tensorboard"]] = Field(
         default_factory=lambda: ["console", "tensorboard"],
         description="Where metrics go besides `metrics.jsonl` (always written): `console`, `tensorboard`. "
         "A single name is accepted too.",
     )
     seed: int = Field(0, description="Seed of task order, sampling and initialisation.")
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        le=1,
+        description="Steps by which the weights that sampled a batch may lag those that train on it. 0: collect, "
+        "then train, then sync (on-policy). 1: the rollout of step k+1 runs while the learner trains on step k's "
+        "batch, so most batches are sampled by the previous weights; the engine keeps its own copy of the model, "
+        "and `ajet.learner.tis_cap` must be set (the truncated importance-sampling correction). Logged as "
+        "`rollout/staleness`.",
+    )
     trinity_only__n_vllm_engine: int | None = Field(
         None,
         description="Number of vLLM engines of AgentJet's Trinity backbone.",
@@ -217,6 +232,15 @@ class AjetConfig(ConfigBlock):
                              f"is {self.learner.temperature} but ajet.rollout.temperature is {rollout.temperature}: the learner "
                              "must score the distribution the engine sampled from. Remove ajet.learner.temperature (it follows "
                              "the rollout's)."))
+        if self.trainer_common.max_staleness > 0 and self.learner.tis_cap is None:
+            problems.append(("error", "ajet.learner.tis_cap",
+                             f"is null but ajet.trainer_common.max_staleness is {self.trainer_common.max_staleness}: a batch "
+                             "sampled by the previous weights needs the truncated importance-sampling correction. Set "
+                             "ajet.learner.tis_cap (e.g. 2.0), or max_staleness: 0."))
+        if rollout.engine_gpus is not None and rollout.placement != "separate":
+            problems.append(("warning", "ajet.rollout.engine_gpus",
+                             "is set but ajet.rollout.placement is `colocated`, so it is not used; set placement: separate "
+                             "to give the engine its own GPUs."))
         if rollout.agentscope_workflow is None and rollout.env_id is None:
             problems.append(
                 (

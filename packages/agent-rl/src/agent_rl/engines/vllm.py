@@ -9,14 +9,17 @@ learner's tensors cannot simply be copied into the model as with `vllm.LLM` in o
 the learner's GPU tensors by CUDA IPC handle and has the worker load them with the model's own
 `load_weights`, through `collective_rpc` and a worker extension (`agent_rl.engines.vllm_weight_sync`): no
 copy through the socket, no pickling. That is the colocated mode (learner and engine on one GPU).
-Alternatives, not implemented here: vLLM's built-in `weight_transfer_config={"backend": "ipc"}` (same idea;
-in 0.26 it needs `ray` installed and `VLLM_ALLOW_INSECURE_SERIALIZATION=1`), and its `"nccl"` backend for a
-learner on other GPUs (`init_weight_transfer_engine` with a rendezvous address, then a broadcast).
+With `weight_sync="nccl"` the engine runs on GPUs of its own (`devices`) and the learner's rank 0 broadcasts
+packed buckets of weights to its workers over NCCL (`agent_rl.engines.vllm_nccl`), which load them the same
+way. Not used: vLLM's built-in `weight_transfer_config` backends (`"ipc"` needs `ray` and
+`VLLM_ALLOW_INSECURE_SERIALIZATION=1` in 0.26; `"nccl"` is discussed in `agent_rl.engines.vllm_nccl`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent_rl.engines.base import (
@@ -26,12 +29,21 @@ from agent_rl.engines.base import (
     SamplingParams,
     iter_named_tensors,
 )
-from agent_rl.engines.vllm_weight_sync import LOAD_METHOD, WORKER_EXTENSION, share_cuda_tensor
+from agent_rl.engines.vllm_weight_sync import (
+    JOIN_BROADCAST_METHOD,
+    LOAD_METHOD,
+    RECEIVE_BUCKET_METHOD,
+    WORKER_EXTENSION,
+    share_cuda_tensor,
+)
+from agent_rl.engines.weight_broadcast import DEFAULT_BUCKET_BYTES, pack_buckets
 
 if TYPE_CHECKING:
     import torch
 
-WeightSync = Literal["ipc", "none"]
+    from agent_rl.engines.vllm_nccl import NcclWeightSender
+
+WeightSync = Literal["ipc", "nccl", "none"]
 
 _IPC_CHUNK_BYTES = 1 << 30
 """Weights are shared in chunks of about this many bytes, so the cast copies stay bounded in GPU memory."""
@@ -53,9 +65,15 @@ class VLLMEngine:
 
     model: a model directory, hub id or `embedded:<name>`.
     weight_sync: "ipc" (default) enables `update_weights` from tensors on the engine's GPU via CUDA IPC
-        (tensor_parallel_size 1); "none" disables weight updates.
+        (tensor_parallel_size 1); "nccl" from tensors on another GPU of this process (the learner's), broadcast
+        over NCCL in buckets of `weight_bucket_bytes` (any tensor_parallel_size); "none" disables weight updates.
+    devices: the GPUs the engine runs on, as indices of this process's visible GPUs (its processes are started
+        seeing only those); default: the GPUs this process sees (vLLM takes the first). With "nccl",
+        `tensor_parallel_size` defaults to `len(devices)`.
     enable_sleep_mode: needed for `sleep()`/`wake_up()` (colocated training).
     engine_kwargs: more `vllm.AsyncEngineArgs` fields (e.g. `tensor_parallel_size`, `max_num_seqs`).
+
+    Every process it starts gets `NCCL_NVLS_ENABLE=0` unless the variable is set.
 
     Construction starts the engine core (model load, compile, CUDA graphs: tens of seconds).
     """
@@ -72,6 +90,8 @@ class VLLMEngine:
         seed: int = 0,
         enforce_eager: bool = False,
         weight_sync: WeightSync = "ipc",
+        devices: Sequence[int] | None = None,
+        weight_bucket_bytes: int = DEFAULT_BUCKET_BYTES,
         **engine_kwargs: Any,
     ) -> None:
         _import_vllm()
@@ -79,10 +99,21 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from agent_rl.embedded_model import resolve_model_path
+        from agent_rl.engines.vllm_nccl import engine_gpus_visible
 
-        if weight_sync not in ("ipc", "none"):
-            raise ValueError(f"weight_sync must be 'ipc' or 'none', got {weight_sync!r}.")
+        if weight_sync not in ("ipc", "nccl", "none"):
+            raise ValueError(f"weight_sync must be 'ipc', 'nccl' or 'none', got {weight_sync!r}.")
+        if weight_sync == "nccl":
+            engine_kwargs.setdefault("tensor_parallel_size", len(devices) if devices else 1)
+            engine_kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         if weight_sync == "ipc":
+            import torch
+
+            if devices is not None and list(devices) != [torch.cuda.current_device()]:
+                raise ValueError(
+                    f"weight_sync='ipc' shares the learner's tensors on GPU {torch.cuda.current_device()}, so the engine "
+                    f"must run there, not on devices={list(devices)}; use weight_sync='nccl' for an engine on other GPUs."
+                )
             if engine_kwargs.get("tensor_parallel_size", 1) != 1:
                 raise ValueError(
                     "weight_sync='ipc' shares the learner's tensors from one GPU, so it needs "
@@ -103,9 +134,13 @@ class VLLMEngine:
             enforce_eager=enforce_eager,
             **engine_kwargs,
         )
-        self._llm = AsyncLLM.from_engine_args(args)
+        with engine_gpus_visible(devices):
+            self._llm = AsyncLLM.from_engine_args(args)
         self.max_model_len: int = self._llm.model_config.max_model_len
         self._weight_sync = weight_sync
+        self._workers = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(engine_kwargs.get("pipeline_parallel_size", 1))
+        self._bucket_bytes = weight_bucket_bytes
+        self._sender: NcclWeightSender | None = None
         self._closed = False
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Completion]:
@@ -141,17 +176,23 @@ class VLLMEngine:
         ]
 
     async def update_weights(self, weights: NamedTensors) -> None:
-        """Load new weights by HF name through CUDA IPC, then reset the prefix cache.
-
-        Tensors are cast to the engine's dtype; those not on a GPU are first copied to the current one, which
-        must be the engine's GPU. About 1 GiB is shared at a time. Call it with no `generate` in flight (after
+        """Load new weights by HF name, then reset the prefix cache. Call it with no `generate` in flight (after
         `wake_up()` in colocated mode).
+
+        "ipc": tensors are cast to the engine's dtype; those not on a GPU are first copied to the current one,
+        which must be the engine's GPU; about 1 GiB is shared at a time. "nccl": tensors are packed, cast to the
+        engine's dtype, on the current GPU (the learner's) and broadcast a bucket at a time; the first call
+        first sets up the NCCL group with the workers. Each tensor is copied as soon as it is taken, so
+        `Learner.named_weights()` (ZeRO-3: every rank iterates) can be passed as is.
         """
         import torch
 
         self._check_open()
+        if self._weight_sync == "nccl":
+            await self._broadcast_weights(weights)
+            return
         if self._weight_sync != "ipc":
-            raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc'.")
+            raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc' or 'nccl'.")
         dtype = self._llm.model_config.dtype
         chunk: list[tuple[str, torch.Tensor]] = []
         chunk_bytes = 0
@@ -166,6 +207,35 @@ class VLLMEngine:
         if chunk:
             await self._load_chunk(chunk)
         await self._llm.reset_prefix_cache()
+
+    async def _broadcast_weights(self, weights: NamedTensors) -> None:
+        import torch
+
+        loop = asyncio.get_running_loop()
+        sender = self._sender or await self._connect_sender(torch.device("cuda", torch.cuda.current_device()))
+        dtype = self._llm.model_config.dtype
+        dtype_name = str(dtype).removeprefix("torch.")
+        for layout, flat in pack_buckets(iter_named_tensors(weights), dtype, sender.device, self._bucket_bytes):
+            # the workers receive while this process sends: neither call returns before both have run
+            await asyncio.gather(
+                self._llm.collective_rpc(RECEIVE_BUCKET_METHOD, args=(layout, dtype_name)),
+                loop.run_in_executor(None, sender.broadcast, flat),
+            )
+        await self._llm.reset_prefix_cache()
+
+    async def _connect_sender(self, device: torch.device) -> NcclWeightSender:
+        """Make the NCCL weight-broadcast group: this process (rank 0, on `device`) and every engine worker."""
+        from agent_rl.engines.vllm_nccl import NcclWeightSender, free_port
+
+        host, port = "127.0.0.1", free_port()
+        world_size = 1 + self._workers
+        loop = asyncio.get_running_loop()
+        _, sender = await asyncio.gather(
+            self._llm.collective_rpc(JOIN_BROADCAST_METHOD, args=(host, port, world_size)),
+            loop.run_in_executor(None, NcclWeightSender.connect, host, port, world_size, device),
+        )
+        self._sender = sender
+        return sender
 
     async def _load_chunk(self, chunk: list[tuple[str, torch.Tensor]]) -> None:
         import torch

@@ -7,6 +7,11 @@ through `worker_extension_cls`, opens the handles on the same GPU without a copy
 the model's own `load_weights` (which handles vLLM's fused q/k/v and gate/up layers). vLLM 0.26's built-in
 `"ipc"` weight-transfer backend does the same but imports `ray` at module level and needs pickling.
 
+Separate GPUs (`weight_sync="nccl"`): `agent_rl_join_weight_broadcast` joins each worker to a small NCCL group
+with the learner's rank 0 (rank 0 of that group; see `agent_rl.engines.vllm_nccl`), and
+`agent_rl_receive_weight_bucket` receives one packed bucket (`agent_rl.engines.weight_broadcast`) and loads it
+with the same `load_weights`.
+
 This module imports only torch; vLLM imports it inside its worker process.
 """
 
@@ -21,6 +26,12 @@ WORKER_EXTENSION = f"{__name__}.WeightSyncExtension"
 
 LOAD_METHOD = "agent_rl_load_shared_weights"
 """The worker method `collective_rpc` calls with `[(name, handle), ...]`."""
+
+JOIN_BROADCAST_METHOD = "agent_rl_join_weight_broadcast"
+"""The worker method that joins the NCCL weight-broadcast group: `(host, port, world_size)`."""
+
+RECEIVE_BUCKET_METHOD = "agent_rl_receive_weight_bucket"
+"""The worker method that receives and loads one broadcast bucket: `(layout, dtype_name)`."""
 
 
 def share_cuda_tensor(tensor: torch.Tensor) -> dict[str, Any]:
@@ -80,7 +91,8 @@ def open_cuda_tensor(shared: dict[str, Any], device: torch.device) -> torch.Tens
 
 
 class WeightSyncExtension:
-    """Mixed into vLLM's GPU worker class (`worker_extension_cls`); adds `agent_rl_load_shared_weights`."""
+    """Mixed into vLLM's GPU worker class (`worker_extension_cls`): `agent_rl_load_shared_weights` (CUDA IPC,
+    colocated), `agent_rl_join_weight_broadcast` and `agent_rl_receive_weight_bucket` (NCCL, separate GPUs)."""
 
     def agent_rl_load_shared_weights(self, shared: list[tuple[str, dict[str, Any]]]) -> int:
         """Load `[(hf_name, handle), ...]` into the worker's model; returns how many tensors were loaded."""
@@ -91,3 +103,32 @@ class WeightSyncExtension:
         count = len(weights)
         del weights  # release the IPC mappings before the learner frees the memory
         return count
+
+    def agent_rl_join_weight_broadcast(self, host: str, port: int, world_size: int) -> int:
+        """Join the learner's NCCL weight-broadcast group (the learner is its rank 0; this worker is 1 + its rank
+        in the engine). Blocks until every member has joined; returns this worker's rank in the group."""
+        import torch.distributed as dist
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+
+        rank = 1 + (dist.get_rank() if dist.is_initialized() else 0)
+        group = StatelessProcessGroup.create(host=host, port=port, rank=rank, world_size=world_size)
+        self._agent_rl_broadcast = PyNcclCommunicator(group, device=self.device)  # type: ignore[attr-defined]
+        return rank
+
+    def agent_rl_receive_weight_bucket(self, layout: list, dtype_name: str) -> int:
+        """Receive one packed bucket from the learner's broadcast and load it; returns how many tensors it held."""
+        from agent_rl.engines.weight_broadcast import receive_bucket
+
+        communicator = getattr(self, "_agent_rl_broadcast", None)
+        if communicator is None:
+            raise RuntimeError("agent_rl_receive_weight_bucket before agent_rl_join_weight_broadcast: join the group first.")
+        device = self.device  # type: ignore[attr-defined]
+
+        def broadcast(tensor: torch.Tensor) -> None:
+            communicator.broadcast(tensor, src=0, stream=torch.cuda.current_stream(device))
+
+        weights = receive_bucket(layout, getattr(torch, dtype_name), device, broadcast)
+        self.get_model().load_weights(weights=weights)  # type: ignore[attr-defined]
+        torch.cuda.synchronize(device)
+        return len(weights)

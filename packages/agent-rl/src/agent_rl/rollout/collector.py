@@ -41,6 +41,12 @@ class RolloutLimits:
     rewrite starts a new sample; later ones are dropped and counted."""
 
 
+class EnvLost(RuntimeError):
+    """The env lost its episode through no fault of the episode: the process or machine hosting it died, or it
+    stopped answering (e.g. a Ray actor, see `agent_rl.rollout.ray_envs`). `RolloutCollector.run_episode` then
+    plays the episode again from its start with a fresh env, at most `max_env_restarts` times."""
+
+
 @dataclass
 class EpisodeRecord:
     """What happened in one episode, kept for metrics even when it produced no sample."""
@@ -58,6 +64,10 @@ class EpisodeRecord:
     madness: list[str] = field(default_factory=list)
     tool_call_errors: int = 0
     error: str | None = None
+    env_restarts: int = 0
+    """Times the episode was restarted from its start because its env was lost (`EnvLost`)."""
+    env_lost: bool = False
+    """The env was lost on the last allowed attempt too: the episode failed and gives no sample."""
     samples: list[TrainingSample] = field(default_factory=list)
 
 
@@ -89,6 +99,8 @@ class RolloutBatch:
             "rollout/turns_mean": sum(e.num_turns for e in episodes) / n,
             "rollout/response_truncated_frac": sum(e.response_truncated for e in episodes) / n,
             "rollout/tool_call_errors_per_episode": sum(e.tool_call_errors for e in episodes) / n,
+            "rollout/env_lost_restarts": float(sum(e.env_restarts for e in self.episodes)),
+            "rollout/env_lost_episodes": float(sum(e.env_lost for e in self.episodes)),
             "tokens/generated": float(generated),
             "tokens/prompt": float(sum(len(s.prompt_ids) for s in samples)),
             "tokens/response_mean": sum(len(s.response_ids) for s in samples) / max(1, len(samples)),
@@ -106,7 +118,9 @@ class RolloutCollector:
     prompt is the previous sequence plus the sampled ids plus the template's rendering of the new messages.
 
     `env_factory()` returns a fresh `AgentEnv` (one per episode). A failing episode (engine, env or template
-    error) is recorded with its traceback and gives no samples; the batch goes on.
+    error) is recorded with its traceback and gives no samples; the batch goes on. An env that raises `EnvLost`
+    (its host died) has its episode played again from the start with a fresh env, the partial sample dropped,
+    at most `max_env_restarts` times; then the episode fails like any other.
     """
 
     def __init__(
@@ -121,6 +135,7 @@ class RolloutCollector:
         max_concurrency: int = 64,
         madness_checks: Sequence[str] = (),
         madness_reward: float = 0.0,
+        max_env_restarts: int = 2,
     ) -> None:
         self.env_factory = env_factory
         self.engine = engine
@@ -131,6 +146,7 @@ class RolloutCollector:
         self.max_concurrency = max_concurrency
         self.madness_checks = tuple(madness_checks)
         self.madness_reward = madness_reward
+        self.max_env_restarts = max_env_restarts
         self._special_tokens = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
 
     async def collect(self, tasks: Sequence[Task], num_repeat: int, seed: int | None = None, sampling: SamplingParams | None = None,
@@ -152,17 +168,29 @@ class RolloutCollector:
 
     async def run_episode(self, task: Task, group_id: str, episode_id: str, repeat_index: int,
                           params: SamplingParams, seed: int | None = None) -> EpisodeRecord:
-        record = EpisodeRecord(task.task_id, group_id, episode_id)
-        env = self.env_factory()
-        try:
-            await self._play(env, task, record, params, seed, repeat_index)
-        except Exception as error:  # noqa: BLE001 - one failing episode never takes the batch down
-            record.error = "".join(traceback.format_exception(error))
-            record.samples = []
-            logger.warning("episode %s failed and gives no samples:\n%s", episode_id, record.error)
-        finally:
-            await env.aclose()
-        return record
+        restarts = 0
+        while True:
+            record = EpisodeRecord(task.task_id, group_id, episode_id, env_restarts=restarts)
+            env = self.env_factory()
+            try:
+                await self._play(env, task, record, params, seed, repeat_index)
+            except EnvLost as error:
+                if restarts < self.max_env_restarts:
+                    restarts += 1
+                    logger.warning("episode %s lost its env (%s); playing it again from the start", episode_id, error)
+                    continue
+                record.env_lost = True
+                self._fail(record, error)
+            except Exception as error:  # noqa: BLE001 - one failing episode never takes the batch down
+                self._fail(record, error)
+            finally:
+                await env.aclose()
+            return record
+
+    def _fail(self, record: EpisodeRecord, error: Exception) -> None:
+        record.error = "".join(traceback.format_exception(error))
+        record.samples = []
+        logger.warning("episode %s failed and gives no samples:\n%s", record.episode_id, record.error)
 
     async def _play(self, env: AgentEnv, task: Task, record: EpisodeRecord, params: SamplingParams,
                     seed: int | None, repeat_index: int) -> None:

@@ -12,9 +12,19 @@ from agent_rl.rollout.collector import RolloutCollector, RolloutLimits
 
 
 def build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> RolloutCollector:
-    """The rollout collector a config describes: its env, limits, sampling and madness checks."""
+    """The rollout collector a config describes: its env, limits, sampling and madness checks.
+
+    With `ajet.rollout.ray.enabled` the envs live in Ray actors: this joins (or starts) the cluster and starts
+    the actors now (`RayEnvPool.start`), so a cluster that cannot host them fails here, before any episode.
+    """
     ajet = config.ajet
     rollout = ajet.rollout
+    if rollout.ray.enabled:
+        from agent_rl.rollout.ray_envs import RayEnvPool
+
+        env_factory = RayEnvPool.from_config(config).start().env
+    else:
+        env_factory = env_factory_from_config(config)
     limits = RolloutLimits(
         max_prompt_length=ajet.data.max_prompt_length,
         max_response_length=ajet.data.max_response_length,
@@ -23,6 +33,7 @@ def build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Rollo
         max_samples_per_episode=rollout.multi_turn.max_sample_per_task,
     )
     sampling = SamplingParams(temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k, max_tokens=rollout.max_response_length_in_one_turn)
-    return RolloutCollector(env_factory_from_config(config), engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
+    return RolloutCollector(env_factory, engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
                             limits=limits, max_concurrency=rollout.max_env_worker,
-                            madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward)
+                            madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward,
+                            max_env_restarts=rollout.ray.max_episode_retries)
