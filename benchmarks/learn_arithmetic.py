@@ -81,9 +81,9 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
             out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=EVAL_MAX_TOKENS, do_sample=False, use_cache=True,
                                  pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
             for task, ids in zip(batch, out[:, width:], strict=True):
-                s, l = score(tokenizer.decode(ids, skip_special_tokens=True), task.metadata["answer"])
-                strict += s
-                lenient += l
+                is_strict, is_lenient = score(tokenizer.decode(ids, skip_special_tokens=True), task.metadata["answer"])
+                strict += is_strict
+                lenient += is_lenient
     model.train(was_training)
     return {"lenient": lenient / len(tasks), "strict": strict / len(tasks), "eval_s": time.perf_counter() - started}
 
@@ -151,12 +151,11 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     """TRL's `GRPOTrainer` on the same work (our own runner; the anchor's settings)."""
     import torch
     import trl
+    from agent_env.tasks.arithmetic import ArithmeticTasks
+    from agent_rl.embedded_model import resolve_model_path
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-
-    from agent_env.tasks.arithmetic import ArithmeticTasks
-    from agent_rl.embedded_model import resolve_model_path
 
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)

@@ -120,8 +120,20 @@ async def test_episodes_on_ray_actors(ray_cluster, tmp_path):
         await check_a_step_without_an_answer_times_out_as_a_lost_episode(ray_cluster, pool)
         await check_episodes_of_a_killed_actor_are_replayed_on_a_live_one(ray_cluster, collector, engine, reference)
         await check_beyond_its_retries_a_lost_episode_fails_and_is_counted(ray_cluster, collector, engine)
+        actors = list(pool.actors)
+        collector.close()  # the collector owns the pool build_collector started: closing it kills the actors
+        assert pool.actors == [] and all(is_dead(ray_cluster, actor) for actor in actors)
     finally:
         pool.close()
+
+
+def is_dead(ray, actor) -> bool:
+    """True when `actor` is dead (a call on it raises Ray's actor-died error)."""
+    try:
+        ray.get(actor.ready.remote(), timeout=30)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
 
 
 async def check_same_episodes_as_in_process_spread_over_the_actors(ray, collector, reference):

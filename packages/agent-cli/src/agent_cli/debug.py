@@ -24,6 +24,7 @@ def run_debug(config: AgentRLConfig, num_tasks: int | None = None, output_root: 
     tasks = list(tasks_from_config(config, "train")[:num_tasks])
     print(f"debug: {len(tasks)} tasks x {config.ajet.rollout.num_repeat} episodes with {config.ajet.model.path} (HF engine, no training)")
     engine = HFEngine(config.ajet.model.path, seed=config.ajet.trainer_common.seed)
+    collector = None
     try:
         from agent_rl.rollout.from_config import build_collector
 
@@ -31,6 +32,8 @@ def run_debug(config: AgentRLConfig, num_tasks: int | None = None, output_root: 
         batch = asyncio.run(collector.collect(tasks, config.ajet.rollout.num_repeat, seed=config.ajet.trainer_common.seed))
     finally:
         engine.close()
+        if collector is not None:
+            collector.close()
     for episode in batch.episodes:
         print(f"\n━━ episode {episode.episode_id}  task={episode.task_id}  turns={episode.num_turns}  reward={episode.reward:.2f}  "
               f"success={episode.is_success}  end={episode.termination_reason or 'failed'}")

@@ -226,11 +226,14 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"eval: {len(tasks)} {args.split} tasks x k={val.num_repeat} with {ajet.model.path} (HF engine, temperature "
           f"{val.temperature})", flush=True)
     engine = HFEngine(ajet.model.path, seed=ajet.trainer_common.seed)
+    collector = None
     try:
         collector = build_collector(config, engine, engine.tokenizer)
         batch = asyncio.run(collector.collect(list(tasks), val.num_repeat, seed=ajet.trainer_common.seed, sampling=sampling))
     finally:
         engine.close()
+        if collector is not None:
+            collector.close()
     episodes = [_episode_result(record, index // val.num_repeat, index % val.num_repeat) for index, record in enumerate(batch.episodes)]
     metadata = {"config": str(config.config_path), "model": ajet.model.path, "engine": "hf", "split": args.split,
                 "temperature": val.temperature, "top_p": val.top_p, "top_k": val.top_k,

@@ -400,6 +400,8 @@ class Trainer:
     def close(self) -> None:
         if self._background is not None:
             self._background.close()
+        if self.collector is not None:
+            self.collector.close()
         if self.engine is not None:
             self.engine.close()
         self.loop.close()

@@ -136,6 +136,7 @@ class RolloutCollector:
         madness_checks: Sequence[str] = (),
         madness_reward: float = 0.0,
         max_env_restarts: int = 2,
+        on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.env_factory = env_factory
         self.engine = engine
@@ -147,7 +148,15 @@ class RolloutCollector:
         self.madness_checks = tuple(madness_checks)
         self.madness_reward = madness_reward
         self.max_env_restarts = max_env_restarts
+        self._on_close = list(on_close)
         self._special_tokens = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
+
+    def close(self) -> None:
+        """Release what the collector was given to own (`on_close`, e.g. a Ray actor pool); safe to call twice.
+        The engine is not closed: it belongs to the caller."""
+        closers, self._on_close = self._on_close, []
+        for close in closers:
+            close()
 
     async def collect(self, tasks: Sequence[Task], num_repeat: int, seed: int | None = None, sampling: SamplingParams | None = None,
                       *, first_index: int = 0) -> RolloutBatch:

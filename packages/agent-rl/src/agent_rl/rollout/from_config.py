@@ -15,14 +15,17 @@ def build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Rollo
     """The rollout collector a config describes: its env, limits, sampling and madness checks.
 
     With `ajet.rollout.ray.enabled` the envs live in Ray actors: this joins (or starts) the cluster and starts
-    the actors now (`RayEnvPool.start`), so a cluster that cannot host them fails here, before any episode.
+    the actors now (`RayEnvPool.start`), so a cluster that cannot host them fails here, before any episode;
+    `collector.close()` stops them.
     """
     ajet = config.ajet
     rollout = ajet.rollout
+    on_close = []
     if rollout.ray.enabled:
         from agent_rl.rollout.ray_envs import RayEnvPool
 
-        env_factory = RayEnvPool.from_config(config).start().env
+        pool = RayEnvPool.from_config(config).start()
+        env_factory, on_close = pool.env, [pool.close]
     else:
         env_factory = env_factory_from_config(config)
     limits = RolloutLimits(
@@ -36,4 +39,4 @@ def build_collector(config: AgentRLConfig, engine: Any, tokenizer: Any) -> Rollo
     return RolloutCollector(env_factory, engine, tokenizer, sampling, chat_template=ajet.model.chat_template,
                             limits=limits, max_concurrency=rollout.max_env_worker,
                             madness_checks=rollout.compute_madness_checklist, madness_reward=rollout.agent_madness_reward,
-                            max_env_restarts=rollout.ray.max_episode_retries)
+                            max_env_restarts=rollout.ray.max_episode_retries, on_close=on_close)
