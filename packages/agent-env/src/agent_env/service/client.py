@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import functools
 import ssl
-import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, SupportsFloat, overload
 
 import gymnasium as gym
 import httpx
 
+from agent_env.background_loop import SyncFromAsync
 from agent_env.messages import render_conversation
 from agent_env.service.protocol import (
     CreateSessionRequest,
@@ -91,24 +91,7 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class _LoopThread:
-    """One event loop on a daemon thread, shared by every remote env's sync methods (so they also work inside a
-    running loop, e.g. Jupyter, and a thousand sync envs need no thousand threads)."""
-
-    _lock = threading.Lock()
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def run(cls, coro: Coroutine[Any, Any, Any]) -> Any:
-        with cls._lock:
-            if cls._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="agent-env-remote", daemon=True).start()
-                cls._loop = loop
-        return asyncio.run_coroutine_threadsafe(coro, cls._loop).result()
-
-
-class RemoteAgentEnv(gym.Env[Observation, Action]):
+class RemoteAgentEnv(SyncFromAsync, gym.Env[Observation, Action]):
     """An env served by an EnvService (`agent-env serve`), with `AgentEnv`'s contract.
 
     `RemoteAgentEnv(base_url, env_id, **env_kwargs)` mirrors `agent_env.make(env_id, **env_kwargs)` (the kwargs
@@ -144,7 +127,7 @@ class RemoteAgentEnv(gym.Env[Observation, Action]):
     # ------------------------------------------------------------------ async API
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        super().reset(seed=seed)
+        gym.Env.reset(self, seed=seed)  # seeds np_random (super() would be the sync twin)
         request = ResetRequest(seed=seed, options=_reset_options(options))
         if self.session_id is None:
             await self._create_session()
@@ -178,18 +161,9 @@ class RemoteAgentEnv(gym.Env[Observation, Action]):
 
     # ------------------------------------------------------------------ sync API
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        return _LoopThread.run(self.areset(seed=seed, options=options))
-
-    def step(self, action: Action) -> StepResult:
-        return _LoopThread.run(self.astep(action))
-
-    def truncate(self, reason: TerminationReason | str) -> StepResult:
-        return _LoopThread.run(self.atruncate(reason))
-
     def close(self) -> None:
         """Release the server session (and the sync API's HTTP client). Safe to call twice."""
-        _LoopThread.run(self.aclose())
+        SyncFromAsync.close(self)
         self._clients = {loop: client for loop, client in self._clients.items() if not loop.is_closed()}
 
     def render(self) -> str | None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
 
 import gymnasium as gym
+from agent_env.background_loop import SyncFromAsync
 from agent_env.messages import render_conversation
 from agent_env.spaces import CompletionSpace, ConversationSpace
 from agent_env.termination import TerminationReason
@@ -233,7 +233,7 @@ class RayEnvPool:
         return slot
 
 
-class RayAgentEnv(gym.Env[Observation, Action]):
+class RayAgentEnv(SyncFromAsync, gym.Env[Observation, Action]):
     """An env whose episode runs in an actor of a `RayEnvPool`, with `AgentEnv`'s contract.
 
     Same methods, arguments and returns as `AgentEnv`: `reset(seed=None, options=None)`, `step(action)`,
@@ -259,7 +259,7 @@ class RayAgentEnv(gym.Env[Observation, Action]):
     # ------------------------------------------------------------------ async API
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        super().reset(seed=seed)
+        gym.Env.reset(self, seed=seed)  # seeds np_random (super() would be the sync twin)
         await self.aclose()
         self._slot, self._key = self.pool.place(), uuid.uuid4().hex
         obs, info = await self._call("reset", seed, options)
@@ -286,18 +286,6 @@ class RayAgentEnv(gym.Env[Observation, Action]):
                 await asyncio.wait_for(_as_future(slot.actor.close.remote(key)), CLOSE_TIMEOUT_S)
 
     # ------------------------------------------------------------------ sync API
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Observation, dict[str, Any]]:
-        return _BackgroundLoop.run(self.areset(seed=seed, options=options))
-
-    def step(self, action: Action) -> StepResult:
-        return _BackgroundLoop.run(self.astep(action))
-
-    def truncate(self, reason: TerminationReason | str) -> StepResult:
-        return _BackgroundLoop.run(self.atruncate(reason))
-
-    def close(self) -> None:
-        _BackgroundLoop.run(self.aclose())
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -343,16 +331,3 @@ def _as_future(ref: Any) -> asyncio.Future[Any]:
     return asyncio.wrap_future(ref.future())
 
 
-class _BackgroundLoop:
-    """One event loop on a daemon thread for every `RayAgentEnv`'s sync methods."""
-
-    _lock = threading.Lock()
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def run(cls, coro: Coroutine[Any, Any, Any]) -> Any:
-        with cls._lock:
-            if cls._loop is None:
-                cls._loop = asyncio.new_event_loop()
-                threading.Thread(target=cls._loop.run_forever, name="agent-rl-ray-env", daemon=True).start()
-        return asyncio.run_coroutine_threadsafe(coro, cls._loop).result()
