@@ -246,6 +246,7 @@ def test_two_ranks_under_torchrun_match_one_rank_on_the_same_episodes(tmp_path, 
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    assert launched.stdout.count("done: metrics in") == 1  # only rank 0 speaks
     two_ranks = tmp_path / "launcher_record" / "tiny"
 
     monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 27))

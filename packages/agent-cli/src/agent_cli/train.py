@@ -20,10 +20,13 @@ def run_train(config: AgentRLConfig, max_steps: int | None = None, resume: bool 
     except RunDirectoryExists as error:
         print(f"agent-rl train: {error}", file=sys.stderr)
         return 2
-    print(f"training {config.ajet.model.path} for {trainer.total_steps} steps; results in {run_dir}", flush=True)
+    main = trainer.ranks.is_main  # under torchrun only rank 0 speaks (and writes)
+    if main:
+        print(f"training {config.ajet.model.path} for {trainer.total_steps} steps; results in {run_dir}", flush=True)
     try:
         trainer.fit()
     finally:
         trainer.close()
-    print(f"done: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}", flush=True)
+    if main:
+        print(f"done: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}", flush=True)
     return 0
