@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -216,6 +217,23 @@ class RunResult:
     passes: dict[str, float]
 
 
+def profile_step(learner: Any, batch: list[Any], out: Path, cuda: bool) -> None:
+    """One more `train_step` under `torch.profiler`: the ops that took the most time, by self time, to `out`
+    (untimed; for finding where a step goes, not for the table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=False) as prof:
+        learner.train_step(batch)
+        if cuda:
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(prof.key_averages().table(sort_by=sort, row_limit=40) + "\n\nby CPU self time:\n"
+                   + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
+    print(f"  profile of one step: {out}", flush=True)
+
+
 def run_one(
     model_dir: Path, shape: ModelShape, args: argparse.Namespace, zero_stage: int, peak: float | None
 ) -> RunResult:
@@ -263,6 +281,8 @@ def run_one(
             flush=True,
         )
     memory = (torch.cuda.max_memory_allocated() - leftover) / 2**30 if cuda else None
+    if args.profile:
+        profile_step(learner, batches[0], Path(args.profile) / f"learner_profile_zero{zero_stage}.txt", cuda)
     learner.engine.destroy()
     del learner
     gc.collect()
@@ -327,6 +347,7 @@ def main() -> None:
         help="peak FLOP/s of the device in TFLOP/s for MFU (default: 989 for H100 SXM/H200 bf16)",
     )
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
+    parser.add_argument("--profile", metavar="DIR", help="also profile one step per ZeRO stage (torch.profiler tables into DIR)")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0.")
