@@ -51,13 +51,11 @@ def heldout_tasks(level: str, n: int) -> list[Any]:
 
 def score(text: str, answer: str) -> tuple[bool, bool]:
     """(strict, lenient) correctness of one completion: last \\boxed{} right; last number (box first) right."""
-    from agent_env.judges.answer_extraction import answers_match, last_boxed, last_number
+    from agent_env.judges.answer_extraction import answers_match, last_boxed
+    from agent_env.judges.last_number import score_last_number
 
     boxed = last_boxed(text)
-    strict = boxed is not None and answers_match(boxed, answer)
-    boxed_number = last_number(boxed) if boxed is not None else None
-    final = boxed if boxed_number is not None else last_number(text)
-    return strict, final is not None and answers_match(final, answer)
+    return boxed is not None and answers_match(boxed, answer), score_last_number(text, answer)[0] == 1.0
 
 
 def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128) -> dict[str, float]:
@@ -120,7 +118,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     held = heldout_tasks(args.level, args.heldout)
     started = time.perf_counter()
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
-    tokenizer = trainer._tokenizer()
+    tokenizer = trainer.collector.tokenizer
     result: dict[str, Any] = {"setup_s": time.perf_counter() - started, "engine": type(trainer.engine).__name__}
     result["before"] = evaluate(trainer.learner.module, tokenizer, held)
     step_times, rewards, first_ratio = [], [], None
@@ -168,15 +166,14 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     train_rows = [{"prompt": t.init_messages, "answer": t.metadata["answer"]} for t in ArithmeticTasks(args.level, "train")]
     format_weight = args.format_weight
 
-    def reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
-        from agent_env.judges.answer_extraction import last_boxed, last_number
+    def reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:  # LastNumberJudge's reward
+        from agent_env.judges.last_number import score_last_number
 
         out = []
         for completion, gold in zip(completions, answer, strict=True):
             text = completion[-1]["content"] if isinstance(completion, list) else completion
-            boxed = last_boxed(text)
-            has_box = boxed is not None and last_number(boxed) is not None
-            out.append(float(score(text, gold)[1]) + format_weight * has_box)
+            correct, fmt = score_last_number(text, gold)
+            out.append(correct + format_weight * fmt)
         return out
 
     step_times: list[float] = []

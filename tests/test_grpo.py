@@ -26,6 +26,7 @@ from agent_rl.grpo import (
     token_entropy,
     token_logprobs,
     token_logprobs_and_entropy,
+    token_logprobs_with_entropy,
     truncated_importance_weights,
     zero_variance_fraction,
 )
@@ -175,6 +176,19 @@ def test_scoring_pass_gives_the_same_logprobs_and_entropies_in_one_pass():
         logprobs, token_logprobs(logits, tokens, 0.7)
     )  # bit-equal: the first ratio is exactly 1
     torch.testing.assert_close(entropy, token_entropy(logits, 0.7))
+
+
+def test_update_pass_gives_differentiable_logprobs_and_the_entropy_in_one_pass():
+    logits, tokens, _, _ = _batch()
+    alone = logits.float().requires_grad_()
+    fused = logits.float().requires_grad_()
+    expected = token_logprobs(alone, tokens, 0.7, chunk_rows=4)
+    logprobs, entropy = token_logprobs_with_entropy(fused, tokens, 0.7, chunk_rows=4)
+    assert torch.equal(logprobs, expected) and not entropy.requires_grad
+    torch.testing.assert_close(entropy, token_entropy(logits.float(), 0.7))
+    expected.sum().backward()
+    logprobs.sum().backward()
+    assert torch.equal(fused.grad, alone.grad)
 
 
 def test_token_logprobs_reject_a_zero_temperature():

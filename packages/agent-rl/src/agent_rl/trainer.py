@@ -184,24 +184,26 @@ class Trainer:
         seed = self.seed * 100_003 + number - 1
         batch = self.loop.run_until_complete(self.collector.collect(self._next_tasks(self.batch_size), num_repeat, seed=seed))
         collected = RolloutBatch(list(batch.episodes), batch.elapsed_s)
-        rounds = 0
+        filter_metrics: dict[str, float] = {}
         if ajet.data.filter_zero_variance_groups:
-            kept = _groups_with_reward_spread(collected.episodes)
-            while len(kept) < self.batch_size and rounds < ajet.data.max_oversampling_rounds:
+            spread = _groups_with_reward_spread(collected.episodes)
+            rounds = 0
+            while len(spread) < self.batch_size and rounds < ajet.data.max_oversampling_rounds:
                 rounds += 1
                 more = self.loop.run_until_complete(self.collector.collect(
-                    self._next_tasks(self.batch_size - len(kept)), num_repeat, seed=seed + 7_919 * rounds,
+                    self._next_tasks(self.batch_size - len(spread)), num_repeat, seed=seed + 7_919 * rounds,
                     first_index=len(collected.episodes) // num_repeat))
                 collected.episodes.extend(more.episodes)
                 collected.elapsed_s += more.elapsed_s
-                kept = _groups_with_reward_spread(collected.episodes)
-            batch = RolloutBatch([e for e in collected.episodes if e.group_id in kept[: self.batch_size]], collected.elapsed_s)
+                spread = _groups_with_reward_spread(collected.episodes)
+            kept = set(spread[: self.batch_size])
+            batch = RolloutBatch([e for e in collected.episodes if e.group_id in kept], collected.elapsed_s)
+            groups = len({e.group_id for e in collected.episodes})
+            filter_metrics = {"rollout/oversampling_rounds": float(rounds), "rollout/kept_groups": float(len(kept)),
+                              "rollout/dropped_zero_variance_groups": float(groups - len(spread))}
         write_trajectories(self.run_dir / "trajectories" / f"step_{number}.jsonl", collected.samples)
         metrics = collected.metrics()
-        if ajet.data.filter_zero_variance_groups:
-            groups = len({e.group_id for e in collected.episodes})
-            metrics.update({"rollout/oversampling_rounds": float(rounds), "rollout/kept_groups": float(len({e.group_id for e in batch.episodes})),
-                            "rollout/dropped_zero_variance_groups": float(groups - len(_groups_with_reward_spread(collected.episodes)))})
+        metrics.update(filter_metrics)
         return batch, metrics
 
     # ------------------------------------------------------------------ validation

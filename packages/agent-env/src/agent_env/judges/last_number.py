@@ -46,11 +46,16 @@ class LastNumberJudge(BaseJudge):
     def compute_reward(self, workflow_task: WorkflowTask, workflow_output: WorkflowOutput) -> JudgeResult:
         text = output_text(self, workflow_output, self.output_key) or ""
         gold = reference_answer(reference(self, workflow_task, self.answer_key))
-        boxed = last_boxed(text)
-        boxed_number = last_number(boxed) if boxed is not None else None
-        answer = boxed if boxed_number is not None else last_number(text)
-        correct = 1.0 if answer is not None and answers_match(answer, gold) else 0.0
-        fmt = 1.0 if boxed_number is not None else 0.0
+        correct, fmt = score_last_number(text, gold)
         return JudgeResult(
             correct + self.format_weight * fmt, correct == 1.0, {"correct": correct, "format": fmt}
         )
+
+
+def score_last_number(text: str, gold: str) -> tuple[float, float]:
+    """`(correct, format)` of `text` against the reference `gold`, as `LastNumberJudge` scores them (1.0 or 0.0 each)."""
+    boxed = last_boxed(text)
+    boxed_number = last_number(boxed) if boxed is not None else None
+    answer = boxed if boxed_number is not None else last_number(text)
+    correct = 1.0 if answer is not None and answers_match(answer, gold) else 0.0
+    return correct, 1.0 if boxed_number is not None else 0.0

@@ -11,7 +11,12 @@ from agent_rl.grpo.advantages import (
     zero_variance_fraction,
     zero_variance_groups,
 )
-from agent_rl.grpo.logprobs import token_entropy, token_logprobs, token_logprobs_and_entropy
+from agent_rl.grpo.logprobs import (
+    token_entropy,
+    token_logprobs,
+    token_logprobs_and_entropy,
+    token_logprobs_with_entropy,
+)
 from agent_rl.grpo.loss import (
     LossAggregation,
     PolicyLoss,
@@ -48,6 +53,7 @@ __all__ = [
     "token_entropy",
     "token_logprobs",
     "token_logprobs_and_entropy",
+    "token_logprobs_with_entropy",
     "truncated_importance_weights",
     "zero_variance_fraction",
     "zero_variance_groups",

@@ -9,26 +9,31 @@ DEFAULT_CHUNK_ROWS = 1024
 
 
 class _SelectedLogProb(torch.autograd.Function):
-    """log softmax(x / T)[y] = x_y / T - logsumexp(x / T), chunked over rows; saves only `logits` and the (N,) lse."""
+    """log softmax(x / T)[y] = x_y / T - logsumexp(x / T), chunked over rows; saves only `logits` and the (N,) lse.
+    With `with_entropy`, the entropy of softmax(x / T) per row comes out too, from the same chunks (no gradient)."""
 
     @staticmethod
     def forward(
-        ctx, logits: torch.Tensor, index: torch.Tensor, temperature: float, chunk_rows: int
-    ) -> torch.Tensor:
-        # logits (N, V), index (N,) -> logprobs (N,) float32
+        ctx, logits: torch.Tensor, index: torch.Tensor, temperature: float, chunk_rows: int, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # logits (N, V), index (N,) -> logprobs (N,) float32, entropy (N,) float32 (empty without with_entropy)
         logprobs = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
         lse = torch.empty_like(logprobs)
+        entropy = torch.empty_like(logprobs) if with_entropy else logprobs.new_empty(0)
         for start in range(0, logits.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
             scaled = _scaled(logits[rows], temperature)  # (n, V) float32
             lse[rows] = torch.logsumexp(scaled, dim=-1)
             logprobs[rows] = scaled.gather(-1, index[rows, None]).squeeze(-1) - lse[rows]
+            if with_entropy:  # H = lse - Σ_v p_v x_v
+                entropy[rows] = lse[rows] - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
         ctx.save_for_backward(logits, index, lse)
         ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
-        return logprobs
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
 
     @staticmethod
-    def backward(ctx, grad_logprobs: torch.Tensor):
+    def backward(ctx, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor):
         # d logprob_y / d x_v = (1[v = y] - softmax(x / T)_v) / T
         logits, index, lse = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)
@@ -40,7 +45,7 @@ class _SelectedLogProb(torch.autograd.Function):
             grad_logits[rows] = (chunk / ctx.temperature if ctx.temperature != 1.0 else chunk).to(
                 logits.dtype
             )
-        return grad_logits, None, None, None
+        return grad_logits, None, None, None, None
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -69,6 +74,23 @@ def token_logprobs(
     Returns:
         (...) float32 per-token logprobs.
     """
+    return _selected(logits, tokens, temperature, chunk_rows, with_entropy=False)[0]
+
+
+def token_logprobs_with_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_logprobs` (differentiable) and the per-position entropy of softmax(logits / T) (no gradient), in
+    one pass over the logits: for an update whose own forward pass is also the scoring of π_old.
+
+    Shapes: logits (..., V), tokens (...); two (...) float32 tensors out.
+    """
+    return _selected(logits, tokens, temperature, chunk_rows, with_entropy=True)
+
+
+def _selected(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_rows: int, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     if temperature <= 0:
         raise ValueError(
             f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}."
@@ -79,7 +101,8 @@ def token_logprobs(
         )
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_tokens = tokens.reshape(-1).to(torch.long)  # (N,)
-    return _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), chunk_rows).view(tokens.shape)
+    logprobs, entropy = _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), chunk_rows, with_entropy)
+    return logprobs.view(tokens.shape), (entropy.view(tokens.shape) if with_entropy else entropy)
 
 
 @torch.no_grad()
@@ -111,18 +134,4 @@ def token_logprobs_and_entropy(
 
     Shapes: logits (..., V), tokens (...); two (...) float32 tensors out.
     """
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature must be > 0 to score tokens (greedy decoding has no logprobs), got {temperature}."
-        )
-    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
-    flat_tokens = tokens.reshape(-1, 1).to(torch.long)  # (N, 1)
-    logprobs = torch.empty(flat_logits.shape[0], dtype=torch.float32, device=logits.device)
-    entropy = torch.empty_like(logprobs)
-    for start in range(0, flat_logits.shape[0], chunk_rows):
-        rows = slice(start, start + chunk_rows)
-        scaled = _scaled(flat_logits[rows], temperature)  # (n, V)
-        lse = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (n, 1)
-        logprobs[rows] = (scaled.gather(-1, flat_tokens[rows]) - lse).squeeze(-1)
-        entropy[rows] = (lse - (torch.softmax(scaled, dim=-1) * scaled).sum(-1, keepdim=True)).squeeze(-1)
-    return logprobs.view(tokens.shape), entropy.view(tokens.shape)
+    return _selected(logits, tokens, temperature, chunk_rows, with_entropy=True)

@@ -24,9 +24,9 @@ from agent_rl.grpo import (
     masked_max,
     masked_min,
     masked_sum,
-    token_entropy,
     token_logprobs,
     token_logprobs_and_entropy,
+    token_logprobs_with_entropy,
     truncated_importance_weights,
 )
 from agent_rl.learner.batching import (
@@ -187,11 +187,13 @@ class Learner:
             self.engine.set_gradient_accumulation_boundary(k == len(micro_batches) - 1)
             # ALGO LOGIC: the clipped surrogate on this micro-batch, normalised by the mini-batch's global counts
             logits = self._logits(self.engine, micro)  # (B, R+1, V)
-            logps = token_logprobs(logits, micro.targets, cfg.temperature)  # (B, R+1)
             entropy = None
             if micro.old_logprobs is None:  # the single update of this batch: π_old is this forward pass
+                logps, token_entropy = token_logprobs_with_entropy(logits, micro.targets, cfg.temperature)  # (B, R+1) each
                 micro.old_logprobs = logps.detach()
-                entropy = masked_sum(token_entropy(logits, cfg.temperature), micro.loss_mask)
+                entropy = masked_sum(token_entropy, micro.loss_mask)
+            else:
+                logps = token_logprobs(logits, micro.targets, cfg.temperature)  # (B, R+1)
             del logits  # the graph keeps what backward needs; don't hold it into the next forward
             weights = None
             if cfg.tis_cap is not None:
