@@ -60,8 +60,9 @@ class Learner:
 
     One step, top to bottom (`train_step`): advantages per episode within its group → micro-batches of at most
     `max_tokens_per_micro_batch` tokens, dealt out to the ranks → old logprobs (and the reference's, when β > 0)
-    in one no-grad pass → for each iteration and mini-batch: forward, clipped loss normalised by the mini-batch's
-    global trained-token count, backward; one optimizer step per mini-batch → metrics reduced over ranks.
+    in one no-grad pass (skipped when the batch gets a single update: its own forward pass is π_old) → for each
+    iteration and mini-batch: forward, clipped loss normalised by the mini-batch's global trained-token count,
+    backward; one optimizer step per mini-batch → metrics reduced over ranks.
 
     Distributed contract: every rank calls every method with the same arguments (`train_step` gets the whole
     global batch on every rank and trains its share); ZeRO-3 gathers are collectives. In a plain `python`
