@@ -29,3 +29,19 @@ def worker_port_base() -> int:
     """A port range of this pytest-xdist worker's own (gw0 -> 29500, gw1 -> 29600, ...)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return 29500 + 100 * int(worker.removeprefix("gw") or 0)
+
+
+@pytest.fixture
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """W&B kept off the network and out of $HOME: offline, quiet, no API key; its config, cache and data
+    directories, and `WANDB_DIR` (which the trainer's explicit `dir=` must win over), under the returned folder."""
+    home = tmp_path / "wandb_home"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        folder = home / name.lower()
+        folder.mkdir(parents=True)
+        monkeypatch.setenv(name, str(folder))
+    return home
+

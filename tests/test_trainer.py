@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from agent_env.config import load_config
+from wandb_offline import wandb_records
 
 CONFIG = """
 ajet:
@@ -88,3 +90,69 @@ def test_zero_variance_groups_are_dropped_and_refilled(config_path: Path, tmp_pa
         assert row["reward/mean"] > 0  # computed over every episode, the dropped 0.5s included
     samples = [json.loads(line) for line in (run_dir / "trajectories" / "step_1.jsonl").read_text().splitlines()]
     assert len(samples) == rows[0]["rollout/episodes"] and len({s["group_id"] for s in samples}) == len(samples) // 2
+
+
+def test_wandb_run_records_every_step_is_finished_on_ctrl_c_and_continued_by_resume(
+        config_path: Path, tmp_path: Path, offline_wandb: Path, worker_port_base: int, monkeypatch):
+    """`logger: [wandb]` (offline by default): a W&B run under the run directory holds each step's metrics and is
+    finished when Ctrl-C stops `fit`; `--resume` continues the same W&B run (same id, from `wandb_run_id.txt`), in a
+    second offline-run folder."""
+    from agent_rl.metric_sinks import WANDB_RUN_ID
+    from agent_rl.trainer import Trainer, train
+
+    monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 11))
+    run_dir = tmp_path / "launcher_record" / "tiny"
+
+    def train_with_wandb(**kwargs) -> None:
+        config = load_config(config_path)
+        config.ajet.trainer_common.logger = ["wandb"]
+        config.ajet.trainer_common.val_before_train = False
+        train(config, run_dir, **kwargs)
+
+    one_step = Trainer.step
+
+    def ctrl_c_during_step_2(trainer: Trainer) -> dict[str, float]:
+        if trainer.step_index == 1:
+            raise KeyboardInterrupt
+        return one_step(trainer)
+
+    monkeypatch.setattr(Trainer, "step", ctrl_c_during_step_2)
+    train_with_wandb(max_steps=2)  # stopped after step 1: a checkpoint, and the W&B run finished
+    monkeypatch.setattr(Trainer, "step", one_step)
+    train_with_wandb(resume=True, max_steps=2)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert not (run_dir / "tensorboard").exists()
+    first, resumed = sorted((run_dir / "wandb").glob("offline-run-*"))
+    runs, histories = [], []
+    for offline_run in (first, resumed):
+        records = wandb_records(offline_run)
+        runs += [r["run"] for r in records if r["type"] == "run"]
+        histories.append([r["history"] for r in records if r["type"] == "history"])
+        assert [r["exit"]["exit_code"] for r in records if r["type"] == "exit"] == [0]  # finished, once
+    assert runs[0]["run_id"] == runs[1]["run_id"] == (run_dir / WANDB_RUN_ID).read_text().strip()
+    assert runs[1].get("resume") is True and runs[0]["display_name"] == runs[1]["display_name"] == "tiny"
+    assert runs[0]["project"] == "tiny" and runs[0]["config"]["update"]["ajet"]["model"]["path"] == "embedded:tiny-random-SmolLM2"
+    assert [[h["step"]["num"] for h in history] for history in histories] == [[1], [2]]
+    assert [history[0]["item"]["reward/mean"] for history in histories] == [r["reward/mean"] for r in rows]
+
+
+def test_missing_wandb_fails_before_the_run_directory_and_the_model(config_path: Path, tmp_path: Path, monkeypatch, capsys):
+    """`wandb` asked for but not installed: `Trainer` says how to install it before it creates the run directory
+    or loads the model (so the retry needs no `--resume`); `agent-rl train` prints that and exits with 2."""
+    from agent_cli.train import run_train
+    from agent_rl.metric_sinks import WandbNotInstalled
+    from agent_rl.trainer import Trainer
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as when it is not installed
+    config = load_config(config_path)
+    config.ajet.trainer_common.logger = ["console", "wandb"]
+    run_dir = tmp_path / "launcher_record" / "tiny"
+    with pytest.raises(WandbNotInstalled) as error:
+        Trainer(config, run_dir)
+    assert str(error.value) == (
+        "ajet.trainer_common.logger names `wandb`, but the wandb package is not installed: run `uv sync --extra wandb` "
+        "(or `pip install 'agent-rl[wandb]'`), or remove `wandb` from ajet.trainer_common.logger.")
+    assert not run_dir.exists()
+    assert run_train(config, output_root=tmp_path / "launcher_record") == 2
+    assert "uv sync --extra wandb" in capsys.readouterr().err and not run_dir.exists()

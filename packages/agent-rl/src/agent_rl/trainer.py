@@ -7,7 +7,8 @@ One step, top to bottom (`Trainer.step`):
     sync the engine's weights with the learner's
     every `test_freq` steps: validation accuracy and pass@k; every `save_freq`: a checkpoint
 Everything lands in the run directory (`launcher_record/{config file stem}/`): `config.yaml`,
-`metrics.jsonl`, TensorBoard events, `trajectories/step_N.jsonl`, `checkpoints/step_N/`.
+`metrics.jsonl`, TensorBoard events, a W&B run (`agent_rl.metric_sinks`), `trajectories/step_N.jsonl`,
+`checkpoints/step_N/`.
 
 Several processes (`torchrun`, see `agent_rl.distributed`): rank 0 collects and broadcasts the samples, every rank
 trains on them, rank 0 syncs the engine and writes the run directory. With `trainer_common.max_staleness: 1`
@@ -33,6 +34,7 @@ from agent_env.from_config import tasks_from_config
 from agent_env.types import Task
 
 from agent_rl.distributed import Ranks, drain, join_process_group, launch_mismatch, resolve_engine_gpus
+from agent_rl.metric_sinks import MetricSinks, check_sinks_installed, progress_line
 
 logger = logging.getLogger("agent_rl")
 
@@ -50,6 +52,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         ajet = config.ajet
+        check_sinks_installed(ajet.trainer_common)  # a missing `wandb` fails now, not after the model has loaded
         self.seed = ajet.trainer_common.seed
         self.ranks: Ranks = join_process_group()
         self._engine_gpus = self._placement()
@@ -81,10 +84,7 @@ class Trainer:
             self._background = BackgroundRollout()
         self._ready: tuple[Any, dict[str, float], int] | None = None  # a batch collected ahead: (batch, metrics, weights version)
         self._resume_state: dict[str, Any] | None = None  # the task-order state before the batch collected ahead
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        self._tensorboard = None
-        if self.ranks.is_main and "tensorboard" in ajet.trainer_common.logger:
-            self._tensorboard = _tensorboard_writer(self.run_dir / "tensorboard")
+        self.sinks = MetricSinks(self.run_dir, config) if self.ranks.is_main else None  # metrics.jsonl, TensorBoard, W&B
         if resume:
             self._resume()
         random.seed(self.seed)
@@ -107,7 +107,7 @@ class Trainer:
                 done = self.step_index - first_step
                 eta = (time.perf_counter() - started) / done * (self.total_steps - self.step_index)
                 if self.ranks.is_main:
-                    print(_progress_line(self.step_index, self.total_steps, last, eta), flush=True)
+                    print(progress_line(self.step_index, self.total_steps, last, eta), flush=True)
                 if common.save_freq > 0 and self.step_index % common.save_freq == 0:
                     self.save_checkpoint()
         except KeyboardInterrupt:
@@ -374,22 +374,13 @@ class Trainer:
         return self._tokenizer_cache
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
-        if not self.ranks.is_main:
-            return
-        row = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}
-        with open(self.metrics_path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
-        if self._tensorboard is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tensorboard.add_scalar(key, value, step)
-            self._tensorboard.flush()
+        if self.sinks is not None:
+            self.sinks.log(metrics, step)
 
     def _finish_outputs(self) -> None:
-        if not self.ranks.is_main:
+        if self.sinks is None:
             return
-        if self._tensorboard is not None:
-            self._tensorboard.close()
+        self.sinks.close()
         try:
             from agent_cli.plots import write_plots
         except ImportError:
@@ -400,6 +391,9 @@ class Trainer:
             logger.warning("could not draw plots: %s", error)
 
     def close(self) -> None:
+        """Finish the metric sinks (the W&B run) unless `fit` did, then stop the collection, the collector and the engine."""
+        if self.sinks is not None:
+            self.sinks.close()
         if self._background is not None:
             self._background.close()
         if self.collector is not None:
@@ -441,28 +435,6 @@ def _stop_on_sigterm() -> Any:
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _progress_line(step: int, total: int, metrics: dict[str, float], eta_s: float) -> str:
-    parts = [f"step {step}/{total}", f"reward {metrics.get('reward/mean', 0.0):.3f}", f"success {metrics.get('reward/success_rate', 0.0):.2f}"]
-    if "val/accuracy" in metrics:
-        parts.append(f"val acc {metrics['val/accuracy']:.3f}")
-    parts += [f"{metrics.get('tokens/per_s', 0.0):,.0f} tok/s", f"{metrics.get('timing/step_s', 0.0):.1f} s/step", f"ETA {_duration(eta_s)}"]
-    return " | ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _tensorboard_writer(directory: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(directory))
 
 
 def _encode_random_state(state: tuple) -> list:

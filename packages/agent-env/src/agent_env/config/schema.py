@@ -142,10 +142,27 @@ class TrainerCommonConfig(ConfigBlock):
         "see README \"Several GPUs\"); a run that was given fewer processes than this says so at start.",
     )
     nnodes: int = Field(1, ge=1, description="Number of nodes (the launcher's `--nnodes`; checked like `n_gpus_per_node`).")
-    logger: list[Literal["console", "tensorboard"]] = Field(
+    logger: list[Literal["console", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["console", "tensorboard"],
-        description="Where metrics go besides `metrics.jsonl` (always written): `console`, `tensorboard`. "
-        "A single name is accepted too.",
+        description="Where metrics go besides `metrics.jsonl` (always written): `console`, `tensorboard` "
+        "(`tensorboard/` in the run directory), `wandb` (a Weights & Biases run; needs `uv sync --extra wandb`, see "
+        "`wandb_mode`). A single name is accepted too.",
+    )
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        "offline",
+        description="With `wandb` in `logger`: `offline` writes the W&B run under `wandb/` in the run directory and "
+        "needs no network or account (upload it later with `wandb sync launcher_record/{exp}/wandb/offline-run-*`); "
+        "`online` streams it to the W&B server (after `wandb login`); `disabled`: no W&B run. This setting wins over "
+        "the `WANDB_MODE` environment variable. The W&B run is named after the run directory, holds the resolved "
+        "config, and a `--resume`d run continues it (its id is kept in `wandb_run_id.txt`).",
+    )
+    wandb_project: str | None = Field(
+        None,
+        description="W&B project of the run; null: `ajet.project_name`.",
+    )
+    wandb_entity: str | None = Field(
+        None,
+        description="W&B entity (user or team) that owns the run; null: W&B's default (your user, or `WANDB_ENTITY`).",
     )
     seed: int = Field(0, description="Seed of task order, sampling and initialisation.")
     max_staleness: int = Field(
