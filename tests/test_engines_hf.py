@@ -27,14 +27,14 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def tiny_engine():
-    engine = HFEngine(tiny_random_model_dir(), seed=0)
+    engine = HFEngine(tiny_random_model_dir(), seed=0, dtype=torch.float32)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="module")
 def smol_engine():
-    engine = HFEngine(embedded_model_dir(), seed=0)
+    engine = HFEngine(embedded_model_dir(), seed=0, dtype=torch.float32)
     yield engine
     engine.close()
 
@@ -170,7 +170,7 @@ async def test_cancelling_one_request_leaves_the_others_running(tiny_engine):
 
 
 async def test_update_weights_copies_tensors_by_name_and_rejects_unknown_names():
-    engine = HFEngine(tiny_random_model_dir(), seed=0)
+    engine = HFEngine(tiny_random_model_dir(), seed=0, dtype=torch.float32)
     try:
         params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
         [before] = await engine.generate(PROMPTS[0], params)
@@ -191,7 +191,7 @@ async def test_update_weights_copies_tensors_by_name_and_rejects_unknown_names()
 
 
 async def test_sleep_blocks_generate_until_wake_up():
-    engine = HFEngine(tiny_random_model_dir(), seed=0)
+    engine = HFEngine(tiny_random_model_dir(), seed=0, dtype=torch.float32)
     try:
         await engine.sleep()
         with pytest.raises(RuntimeError, match="wake_up"):
@@ -204,7 +204,7 @@ async def test_sleep_blocks_generate_until_wake_up():
 
 
 async def test_close_aborts_running_requests_and_is_idempotent():
-    engine = HFEngine(tiny_random_model_dir(), seed=0)
+    engine = HFEngine(tiny_random_model_dir(), seed=0, dtype=torch.float32)
     running = asyncio.ensure_future(
         engine.generate(PROMPTS[0], SamplingParams(max_tokens=5000, ignore_eos=True))
     )

@@ -87,7 +87,8 @@ class LearnerConfig(ConfigBlock):
     )
     bf16: bool | None = Field(
         None,
-        description="Train in bfloat16 with float32 master weights; None: bf16 where the GPU supports it, float32 on the CPU.",
+        description="Train in bfloat16 with float32 master weights; None: bf16 where the device multiplies bf16 natively "
+        "(a GPU with bf16; a CPU with AMX-BF16 or AVX512-BF16, e.g. Intel Sapphire Rapids, AMD Zen 4), float32 elsewhere.",
     )
     gradient_checkpointing: bool = Field(
         False,

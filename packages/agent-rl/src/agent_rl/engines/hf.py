@@ -61,7 +61,8 @@ class HFEngine:
         and its `requires_grad` is left alone, so a learner can share it).
     tokenizer: needed for stop strings and `Completion.text`; loaded from `model` when that is a path.
     device: default "cuda" when available, else "cpu" (ignored for a loaded model).
-    dtype: default float32 on the CPU, bfloat16 on a GPU (ignored for a loaded model).
+    dtype: default bfloat16 where the device multiplies it natively (a GPU; a CPU with AMX-BF16 or AVX512-BF16),
+        else float32 (`agent_rl.precision.default_dtype`; ignored for a loaded model).
     max_batch_size: the most rows (completions) decoded together; a request with a larger `n` runs alone.
     batch_window_s: how long the first request of an idle engine waits for others to batch with.
     max_model_len: the most tokens per sequence; default the model's `max_position_embeddings`.
@@ -90,7 +91,9 @@ class HFEngine:
             path = resolve_model_path(model)
             target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             if dtype is None:
-                dtype = torch.float32 if target.type == "cpu" else torch.bfloat16
+                from agent_rl.precision import default_dtype
+
+                dtype = default_dtype(target)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(target)
             model.requires_grad_(False)
             if tokenizer is None:

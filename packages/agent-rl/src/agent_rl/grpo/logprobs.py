@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_CHUNK_ROWS = 1024
-"""Rows (token positions) processed at once: the float32 scratch is `chunk_rows × vocab` (200 MB at 49k vocab)."""
+CHUNK_ROWS = {"cuda": 1024, "cpu": 32}
+"""Rows (token positions) processed at once, by device type: the float32 scratch is `chunk_rows × vocab`. On a GPU
+a large chunk keeps the kernel count down (1024 rows: 200 MB at a 49k vocab); on a CPU a small one keeps the scratch
+in cache across the passes over it (32 rows: 6 MB; 2-2.5× faster than 1024 rows on 2 cores for 1568 × 49152 logits)."""
+
+
+def _chunk_rows(logits: torch.Tensor, chunk_rows: int | None) -> int:
+    if chunk_rows is not None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}.")
+        return chunk_rows
+    return CHUNK_ROWS.get(logits.device.type, CHUNK_ROWS["cuda"])
 
 
 class _SelectedLogProb(torch.autograd.Function):
     """log softmax(x / T)[y] = x_y / T - logsumexp(x / T), chunked over rows; saves only `logits` and the (N,) lse.
-    With `with_entropy`, the entropy of softmax(x / T) per row comes out too, from the same chunks (no gradient)."""
+    With `with_entropy`, the entropy of softmax(x / T) per row comes out too, from the same chunks (no gradient).
+
+    Each chunk is one float32 copy worked on in place: z = x / T - max, e = exp(z), s = Σ e; then
+    logprob = z_y - log s, lse = max + log s, and H = log s - (e · z) / s. The backward rebuilds
+    softmax = exp(x / T - lse) in one scratch and turns it into the gradient there."""
 
     @staticmethod
     def forward(
@@ -22,11 +36,16 @@ class _SelectedLogProb(torch.autograd.Function):
         entropy = torch.empty_like(logprobs) if with_entropy else logprobs.new_empty(0)
         for start in range(0, logits.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
-            scaled = _scaled(logits[rows], temperature)  # (n, V) float32
-            lse[rows] = torch.logsumexp(scaled, dim=-1)
-            logprobs[rows] = scaled.gather(-1, index[rows, None]).squeeze(-1) - lse[rows]
-            if with_entropy:  # H = lse - Σ_v p_v x_v
-                entropy[rows] = lse[rows] - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
+            z = _scaled_copy(logits[rows], temperature)  # (n, V) float32: x / T
+            top = z.amax(dim=-1, keepdim=True)  # (n, 1)
+            z.sub_(top)
+            e = torch.exp(z)  # (n, V)
+            total = e.sum(dim=-1)  # (n,)
+            log_total = total.log()
+            lse[rows] = top.squeeze(-1) + log_total
+            logprobs[rows] = z.gather(-1, index[rows, None]).squeeze(-1) - log_total
+            if with_entropy:  # H = lse - Σ_v p_v x_v / T = log s - Σ_v e_v z_v / s
+                entropy[rows] = log_total - torch.linalg.vecdot(e, z) / total
         ctx.save_for_backward(logits, index, lse)
         ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
         ctx.mark_non_differentiable(entropy)
@@ -39,13 +58,19 @@ class _SelectedLogProb(torch.autograd.Function):
         grad_logits = torch.empty_like(logits)
         for start in range(0, logits.shape[0], ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
-            probs = torch.exp(_scaled(logits[rows], ctx.temperature) - lse[rows, None])  # (n, V)
             grad = grad_logprobs[rows, None].to(torch.float32)  # (n, 1)
-            chunk = (-probs * grad).scatter_add_(-1, index[rows, None], grad)
-            grad_logits[rows] = (chunk / ctx.temperature if ctx.temperature != 1.0 else chunk).to(
-                logits.dtype
-            )
+            chunk = _scaled_copy(logits[rows], ctx.temperature).sub_(lse[rows, None]).exp_()  # softmax (n, V)
+            chunk.mul_(-grad).scatter_add_(-1, index[rows, None], grad)
+            if ctx.temperature != 1.0:
+                chunk.div_(ctx.temperature)
+            grad_logits[rows] = chunk  # cast to the logits' dtype on the way in
         return grad_logits, None, None, None, None
+
+
+def _scaled_copy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A fresh float32 copy of `logits / temperature` (safe to modify in place)."""
+    scaled = logits.to(torch.float32, copy=True)
+    return scaled.div_(temperature) if temperature != 1.0 else scaled
 
 
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -57,13 +82,13 @@ def token_logprobs(
     logits: torch.Tensor,
     tokens: torch.Tensor,
     temperature: float = 1.0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """log π(y_t) = log softmax(logits_t / T)[y_t] for every position, differentiable with respect to `logits`.
 
     The logits are divided by the sampling temperature T before the softmax, so these are the logprobs of the
     distribution the engine sampled from (vLLM's `processed_logprobs`). Computed as `x_y - logsumexp(x)` in
-    float32, `chunk_rows` positions at a time, and the backward recomputes the softmax from the saved logits:
+    float32, `chunk_rows` positions at a time (default: by device, `CHUNK_ROWS`), and the backward recomputes the softmax from the saved logits:
     no (..., V) log-softmax is kept for backward.
 
     Args:
@@ -78,7 +103,7 @@ def token_logprobs(
 
 
 def token_logprobs_with_entropy(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`token_logprobs` (differentiable) and the per-position entropy of softmax(logits / T) (no gradient), in
     one pass over the logits: for an update whose own forward pass is also the scoring of π_old.
@@ -89,7 +114,7 @@ def token_logprobs_with_entropy(
 
 
 def _selected(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_rows: int, with_entropy: bool
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk_rows: int | None, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if temperature <= 0:
         raise ValueError(
@@ -101,13 +126,14 @@ def _selected(
         )
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_tokens = tokens.reshape(-1).to(torch.long)  # (N,)
-    logprobs, entropy = _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), chunk_rows, with_entropy)
+    rows = _chunk_rows(logits, chunk_rows)
+    logprobs, entropy = _SelectedLogProb.apply(flat_logits, flat_tokens, float(temperature), rows, with_entropy)
     return logprobs.view(tokens.shape), (entropy.view(tokens.shape) if with_entropy else entropy)
 
 
 @torch.no_grad()
 def token_entropy(
-    logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    logits: torch.Tensor, temperature: float = 1.0, chunk_rows: int | None = None
 ) -> torch.Tensor:
     """H_t = -Σ_v p_v log p_v with p = softmax(logits_t / T), per position, in float32 (no gradient; for metrics).
 
@@ -119,6 +145,7 @@ def token_entropy(
     """
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (N, V)
     entropy = torch.empty(flat_logits.shape[0], dtype=torch.float32, device=logits.device)
+    chunk_rows = _chunk_rows(logits, chunk_rows)
     for start in range(0, flat_logits.shape[0], chunk_rows):
         scaled = _scaled(flat_logits[start : start + chunk_rows], temperature)  # (n, V)
         logp = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
@@ -128,7 +155,7 @@ def token_entropy(
 
 @torch.no_grad()
 def token_logprobs_and_entropy(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk_rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`token_logprobs` and `token_entropy` in one pass over the logits (no gradient: for scoring π_old).
 

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from agent_rl.learner.config import LearnerConfig
 from agent_rl.learner.schedule import warmup_cosine
+from agent_rl.precision import native_bf16
 
 logger = logging.getLogger("agent_rl")
 
@@ -38,10 +39,11 @@ def ensure_distributed() -> None:
 
 
 def use_bf16(config: LearnerConfig) -> bool:
-    """`config.bf16`, with None resolved to: bf16 when a GPU that supports it is present."""
+    """`config.bf16`, with None resolved to: bf16 where the learner's device multiplies bf16 natively (a GPU with
+    bf16, a CPU with AMX-BF16 or AVX512-BF16; `agent_rl.precision.native_bf16`), else float32."""
     if config.bf16 is not None:
         return config.bf16
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return native_bf16("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
