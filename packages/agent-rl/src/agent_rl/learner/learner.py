@@ -96,8 +96,8 @@ class Learner:
             lr_scheduler=lr_schedule(config),
             config=self._ds_config,
         )
-        if self.world_size == 1 and config.zero_stage == 0 and not self._ds_config["bf16"]["enabled"]:
-            # one float32 rank without ZeRO has nothing to reduce: skip flattening every gradient for it
+        if self.world_size == 1 and config.zero_stage == 0:
+            # one rank without ZeRO has nothing to reduce: skip flattening every gradient into a buffer for it
             self.engine.enable_backward_allreduce = False
         self.device = self.engine.device
         self.reference = reference.to(self.device) if reference is not None else None
