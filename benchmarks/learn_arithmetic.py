@@ -14,7 +14,8 @@ counted, as in the anchor).
 Runners, one per process (each loads its own model and engine):
 - `ours`: `agent_rl.Trainer` on the config below: the collector over `agent_env/Completion-v0` episodes, the
   DeepSpeed learner, and vLLM colocated on a GPU (without vLLM or a GPU: the HF engine sharing the learner's
-  weights, which is the CPU run).
+  weights, which is the CPU run). `--max-staleness 1` collects step k+1 while step k trains (the engine keeps
+  the weights of step k-1 meanwhile; truncated importance sampling corrects for it).
 - `trl`: TRL's `GRPOTrainer` on the same model, prompts, batch, lengths, lr, β and reward; `use_vllm=True,
   vllm_mode="colocate"` on a GPU, TRL's own generation on the CPU.
 
@@ -89,7 +90,8 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
 # ---------------------------------------------------------------------------------------------------- ours
 
 
-def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: int = 8, max_tokens: int = 128) -> Any:
+def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: int = 8, max_tokens: int = 128,
+                max_staleness: int = 0) -> Any:
     import torch
     from agent_env.config import AgentRLConfig
 
@@ -107,14 +109,14 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: 
                        "judge_kwargs": {"format_weight": format_weight}},
         "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens},
         "trainer_common": {"total_training_steps": 1_000_000, "test_freq": 0, "save_freq": 0, "val_before_train": False,
-                           "logger": ["console"], "seed": seed},
+                           "logger": ["console"], "seed": seed, "max_staleness": max_staleness},
     }})
 
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from agent_rl.trainer import Trainer
 
-    config = ours_config(args.level, args.lr, args.format_weight, args.seed, args.groups, args.max_tokens)
+    config = ours_config(args.level, args.lr, args.format_weight, args.seed, args.groups, args.max_tokens, args.max_staleness)
     held = heldout_tasks(args.level, args.heldout)
     started = time.perf_counter()
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
@@ -251,7 +253,8 @@ def report(paths: list[str], write: bool) -> str:
             step = f"{r['step_s_median']:.2f}" if r.get("step_s_median") else "–"
             reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
             batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
-            lines.append(f"| {r['runner']} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
+            runner = r["runner"] + (" (1 step stale)" if r.get("max_staleness") else "")
+            lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
                          f"{r['before']['lenient']:.1%} → {r['after']['lenient']:.1%} | {r['before']['strict']:.1%} → {r['after']['strict']:.1%} | {reward} |")
         tables.append("\n".join(lines))
     body = "\n\n".join(tables)
@@ -272,6 +275,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=8, help="prompts per step (each with 8 completions)")
     parser.add_argument("--max-tokens", type=int, default=128, help="most tokens per training completion")
     parser.add_argument("--heldout", type=int, default=256, help="held-out problems (validation split)")
+    parser.add_argument("--max-staleness", type=int, choices=(0, 1), default=0,
+                        help="ours only: 1 collects step k+1 while step k trains (one step stale, TIS-corrected)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="render these results (and write RESULTS.md unless --no-write)")
@@ -286,8 +291,10 @@ def main() -> None:
     if torch.cuda.is_available():
         os.environ.setdefault("BENCH_GPU_NAME", torch.cuda.get_device_name(0))
 
+    if args.runner == "trl" and args.max_staleness:
+        parser.error("--max-staleness is an option of our trainer (--runner ours).")
     result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr, "groups": args.groups,
-              "max_tokens": args.max_tokens,
+              "max_tokens": args.max_tokens, "max_staleness": args.max_staleness,
               "format_weight": args.format_weight, "heldout": args.heldout, "machine": machine_description()}
     result.update((run_ours if args.runner == "ours" else run_trl)(args))
     text = json.dumps(result, indent=1)

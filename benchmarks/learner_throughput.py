@@ -1,7 +1,7 @@
 """Learner throughput: tokens/s and MFU of `Learner.train_step` on synthetic GRPO batches, one process.
 
     python benchmarks/learner_throughput.py [--shape 0.5b|smollm2-135m|tiny] [--zero-stage 0 2 3]
-        [--dtype bf16|fp32] [--gradient-checkpointing] [--steps 5] [--no-write]
+        [--dtype bf16|fp32] [--gradient-checkpointing] [--steps 5] [--plain-pytorch] [--no-write]
 
 The model is a random-weight causal LM of a known shape, built from a config written here (no hub access),
 saved to a temporary directory and loaded by the `Learner` from that path, as a run would load a checkpoint
@@ -29,6 +29,10 @@ term, causal mask not discounted; 12·L·A·S per token for forward + backward).
 the passes the learner really makes: a forward with gradients (an update) costs 3F with its backward, a no-grad
 forward (the old-logprob scoring pass, which the learner runs only when a batch gets more than one update,
 mini_batches × num_iterations > 1) costs F. Step FLOPs = Σ over those passes and their rows.
+
+`--plain-pytorch` adds a row: the same update in a minimal PyTorch loop (float32 weights, bf16 autocast, fused
+AdamW, no DeepSpeed, no metrics), the floor the learner's own overhead is measured against; its FLOPs are the
+learner's first row's.
 
 Peak: 989 TFLOP/s (dense bf16) for H100 SXM and H200, 756 for H100 PCIe; other GPUs and fp32 need
 `--peak-tflops`; on the CPU MFU is n/a.
@@ -234,6 +238,48 @@ def profile_step(learner: Any, batch: list[Any], out: Path, cuda: bool) -> None:
     print(f"  profile of one step: {out}", flush=True)
 
 
+def plain_pytorch_step_s(model_dir: Path, args: argparse.Namespace) -> float:
+    """Median seconds of the same GRPO update in a minimal PyTorch loop, as the floor our `Learner` is held to:
+    the model in float32 on the device with bf16 autocast (float32 master weights, as the learner keeps), the same
+    token-budget micro-batches, `token_logprobs` and `grpo_loss`, gradient clipping, `torch.optim.AdamW` (fused on
+    a GPU). No DeepSpeed, no metrics, no host syncs beyond the loss. One update per batch (π_old = this pass)."""
+    from agent_rl.grpo import episode_advantages, grpo_loss, token_logprobs
+    from agent_rl.learner.batching import collate, plan_micro_batches
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=cuda)
+    batch = synthetic_batch(args.groups, args.group_size, args.prompt_len, args.response_len, model.config.vocab_size, 0)
+    advantages, _ = episode_advantages(batch, "group", 1e-4)
+    micro_batches = [collate(batch, indices, advantages).to(device)
+                     for indices in plan_micro_batches(batch, range(len(batch)), args.micro_batch_tokens)]
+    num_tokens = sum(float(m.loss_mask.sum()) for m in micro_batches)
+
+    def step() -> None:
+        for micro in micro_batches:
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+                logits = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, position_ids=micro.position_ids,
+                               logits_to_keep=micro.logits_to_keep, use_cache=False).logits
+            logps = token_logprobs(logits, micro.targets)
+            grpo_loss(logps, logps.detach(), micro.advantages, micro.loss_mask, num_tokens=num_tokens).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = []
+    for index in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if index >= args.warmup:
+            times.append(time.perf_counter() - started)
+    print(f"  plain PyTorch: {' '.join(f'{t:.3f}' for t in times)} s", flush=True)
+    return statistics.median(times)
+
+
 def run_one(
     model_dir: Path, shape: ModelShape, args: argparse.Namespace, zero_stage: int, peak: float | None
 ) -> RunResult:
@@ -347,6 +393,8 @@ def main() -> None:
         help="peak FLOP/s of the device in TFLOP/s for MFU (default: 989 for H100 SXM/H200 bf16)",
     )
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
+    parser.add_argument("--plain-pytorch", action="store_true",
+                        help="also time the same update in a minimal PyTorch loop (no DeepSpeed): the floor to compare with")
     parser.add_argument("--profile", metavar="DIR", help="also profile one step per ZeRO stage (torch.profiler tables into DIR)")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0:
@@ -368,6 +416,7 @@ def main() -> None:
             flush=True,
         )
         results = [run_one(Path(tmp), shape, args, stage, peak) for stage in args.zero_stage]
+        plain_s = plain_pytorch_step_s(Path(tmp), args) if args.plain_pytorch else None
 
     episodes = args.groups * args.group_size
     rows = []
@@ -378,6 +427,14 @@ def main() -> None:
             f"| {args.shape} | {r.zero_stage} | {args.dtype} | {'on' if args.gradient_checkpointing else 'off'} | "
             f"{r.step_s:.3f} | {r.score_s:.3f} | {r.update_s:.3f} | {r.sequence_tokens_per_s:,.0f} | "
             f"{r.trained_tokens_per_s:,.0f} | {r.tflops_per_s:.3g} | {mfu} | {memory} |"
+        )
+    if plain_s is not None:
+        flops = results[0].tflops_per_s * results[0].step_s * 1e12  # the same passes: one forward+backward per micro-batch
+        mfu = f"{100 * flops / plain_s / peak:.1f}%" if peak else "n/a"
+        rows.append(
+            f"| {args.shape} | plain PyTorch | {args.dtype} | off | {plain_s:.3f} | – | {plain_s:.3f} | "
+            f"{episodes * (args.prompt_len + args.response_len) / plain_s:,.0f} | {episodes * args.response_len / plain_s:,.0f} | "
+            f"{flops / plain_s / 1e12:.3g} | {mfu} | – |"
         )
     table = "\n".join(
         [
