@@ -277,6 +277,25 @@ def test_processed_logprobs_leave_greedy_rows_unscaled_and_unfiltered():
     assert torch.isfinite(out[1]).sum() == 3
 
 
+def test_inverse_cdf_draws_follow_the_distribution_and_never_pick_a_filtered_token():
+    from agent_rl.engines.sampling import sample_from_logprobs
+
+    logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(2)) * 2
+    logprobs = processed_logprobs(logits, 0.9, 6, 1.0).expand(40_000, -1)  # 6 tokens left, the rest -inf
+    tokens = sample_from_logprobs(logprobs, torch.rand(40_000, generator=torch.Generator().manual_seed(3)))
+    counts = torch.bincount(tokens, minlength=12).double() / 40_000
+    expected = logprobs[0].exp().double()
+    assert set(tokens.unique().tolist()) <= set(torch.nonzero(expected > 0).flatten().tolist())
+    assert torch.allclose(counts, expected, atol=0.01)  # 4 standard deviations of a count at p = 0.5 is 0.01
+    # the ends of [0, 1) (and 1 itself, which rounding can reach): the first and the last token of probability > 0
+    edges = sample_from_logprobs(logprobs[:3], torch.tensor([0.0, 1.0 - 2**-24, 1.0]))
+    positive = torch.nonzero(expected > 0).flatten()
+    assert edges.tolist() == [positive[0].item(), positive[-1].item(), positive[-1].item()]
+    # the same uniforms give the same tokens
+    assert torch.equal(sample_from_logprobs(logprobs[:100], torch.linspace(0, 0.99, 100)),
+                       sample_from_logprobs(logprobs[:100], torch.linspace(0, 0.99, 100)))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

