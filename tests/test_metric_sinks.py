@@ -59,3 +59,18 @@ def test_disabled_wandb_needs_no_package_and_writes_nothing(tmp_path: Path, offl
     sinks.close()
     assert (tmp_path / "metrics.jsonl").exists()
     assert not (tmp_path / "wandb").exists() and not (tmp_path / WANDB_RUN_ID).exists()
+
+
+def test_a_failed_run_ends_its_wandb_run_as_failed(tmp_path: Path, offline_wandb: Path):
+    from agent_rl.metric_sinks import MetricSinks
+
+    run_dir = tmp_path / "failed-run"
+    run_dir.mkdir()
+    sinks = MetricSinks(run_dir, sinks_config(logger=["wandb"]))
+    sinks.log({"reward/mean": 0.5}, step=1)
+    sinks.close(failed=True)  # what Trainer.fit does when a step raises
+    sinks.close()  # the later Trainer.close() changes nothing
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    records = wandb_records(offline_run)
+    assert [r["exit"]["exit_code"] for r in records if r["type"] == "exit"] == [1]
+    assert [r["history"]["item"]["reward/mean"] for r in records if r["type"] == "history"] == [0.5]

@@ -62,13 +62,14 @@ class MetricSinks:
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush and close every sink; `failed` marks the W&B run as failed (exit code 1). Safe to call twice."""
         tensorboard, self._tensorboard = self._tensorboard, None
         if tensorboard is not None:
             tensorboard.close()
         run, self._wandb = self._wandb, None
         if run is not None:
-            run.finish()
+            run.finish(exit_code=1 if failed else 0)
 
 
 def progress_line(step: int, total: int, metrics: dict[str, float], eta_s: float) -> str:

@@ -113,6 +113,10 @@ class Trainer:
         except KeyboardInterrupt:
             interrupted = True
             print(f"\ninterrupted at step {self.step_index}: saving a checkpoint", flush=True)
+        except Exception:
+            if self.sinks is not None:
+                self.sinks.close(failed=True)  # the W&B run ends as failed; metrics.jsonl keeps every step logged
+            raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
