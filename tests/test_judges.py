@@ -208,7 +208,11 @@ def test_importing_judges_and_tasks_loads_no_heavy_dependency():
         ("9 + 4 = 13. So 13.", 1.0, {"correct": 1.0, "format": 0.0}),
         (r"13 is wrong, \boxed{12}", 0.1, {"correct": 0.0, "format": 1.0}),
         (r"\boxed{13.0}", 1.1, {"correct": 1.0, "format": 1.0}),
-        (r"\boxed{x = 13}", 1.1, {"correct": 1.0, "format": 1.0}),
+        (r"\boxed{x = 13}", 1.0, {"correct": 1.0, "format": 0.0}),  # format credit: the box holds the number alone
+        (r"\boxed{9 + 4} = \boxed{13}", 1.0, {"correct": 1.0, "format": 0.0}),  # one box, not a spray of them
+        (r"\boxed{ \boxed{ 13 }}", 1.0, {"correct": 1.0, "format": 0.0}),
+        (r"\boxed{\text{Multiplication of } 13}", 1.0, {"correct": 1.0, "format": 0.0}),
+        (r"so \boxed{-12}.", 0.1, {"correct": 0.0, "format": 1.0}),
         ("The answer is 13 apples, not 12", 0.0, {"correct": 0.0, "format": 0.0}),
         ("", 0.0, {"correct": 0.0, "format": 0.0}),
         (r"\boxed{} so 13", 1.0, {"correct": 1.0, "format": 0.0}),  # an empty box earns no format credit

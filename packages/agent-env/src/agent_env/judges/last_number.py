@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from agent_env.judge import BaseJudge, JudgeResult
 from agent_env.judges._fields import output_text, reference
-from agent_env.judges.answer_extraction import answers_match, last_boxed, last_number, reference_answer
+from agent_env.judges.answer_extraction import (
+    answers_match,
+    last_boxed,
+    last_number,
+    numeric_value,
+    reference_answer,
+)
 from agent_env.types import WorkflowOutput, WorkflowTask
+
+_BOX_OPENINGS = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 DEFAULT_FORMAT_WEIGHT = 0.1
 """Bonus for writing a ``\\boxed{}``: small next to the 1 for a right answer, enough to pull the format in."""
@@ -17,9 +27,11 @@ class LastNumberJudge(BaseJudge):
     The answer is the content of the last complete ``\\boxed{...}`` if there is one, else the last number
     written anywhere in the final answer. ``correct`` (1/0) compares it with ``task.metadata["answer"]``
     (GSM8K ``#### N`` or plain) as exact numbers (``18.0`` = ``18``, ``1,000`` = ``1000``, ``\\frac{1}{2}`` =
-    ``0.5``; see `answers_match`). ``format`` (1/0) is whether the last ``\\boxed{}`` holds a number, right or
-    wrong: an empty or wordy box earns nothing (with credit for any box, SmolLM2 at lr 1e-4 learned within 10
-    steps to write empty ``\\boxed{}`` everywhere and stopped answering).
+    ``0.5``; see `answers_match`). ``format`` (1/0) is whether the text holds exactly one ``\\boxed{}`` and
+    that box holds a plain number (`numeric_value`), right or wrong. Anything looser gets gamed: with credit
+    for any box, SmolLM2 at lr 1e-4 learned within 10 steps to write empty ``\\boxed{}`` everywhere and stopped
+    answering; with credit for any box holding some number, a 36-step run at lr 5e-5 learned to spray boxes
+    (``\\boxed{8 - 7} \\times \\boxed{14} = \\boxed{45}``) and its success rate fell to 0.
     ``is_success`` = ``correct``. Fast and synchronous (no math-verify), so it suits thousands of episodes a
     minute. With ``format_weight=0`` it is the anchor's reward (1 for the right last number).
 
@@ -58,4 +70,5 @@ def score_last_number(text: str, gold: str) -> tuple[float, float]:
     boxed_number = last_number(boxed) if boxed is not None else None
     answer = boxed if boxed_number is not None else last_number(text)
     correct = 1.0 if answer is not None and answers_match(answer, gold) else 0.0
-    return correct, 1.0 if boxed_number is not None else 0.0
+    one_box = boxed is not None and len(_BOX_OPENINGS.findall(text)) == 1
+    return correct, 1.0 if one_box and numeric_value(boxed) is not None else 0.0
