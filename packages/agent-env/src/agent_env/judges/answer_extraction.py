@@ -31,6 +31,11 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def count_boxed(text: str) -> int:
+    """How many ``\\boxed{`` (or ``\\fbox{``) openings `text` holds, complete or not."""
+    return len(_BOXED.findall(text))
+
+
 def last_number(text: str) -> str | None:
     """The last number written in `text` (``-1,234.5`` style), with thousands commas removed; None if none.
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from agent_env.judge import BaseJudge, JudgeResult
 from agent_env.judges._fields import output_text, reference
 from agent_env.judges.answer_extraction import (
     answers_match,
+    count_boxed,
     last_boxed,
     last_number,
     numeric_value,
     reference_answer,
 )
 from agent_env.types import WorkflowOutput, WorkflowTask
-
-_BOX_OPENINGS = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 DEFAULT_FORMAT_WEIGHT = 0.1
 """Bonus for writing a ``\\boxed{}``: small next to the 1 for a right answer, enough to pull the format in."""
@@ -70,5 +67,5 @@ def score_last_number(text: str, gold: str) -> tuple[float, float]:
     boxed_number = last_number(boxed) if boxed is not None else None
     answer = boxed if boxed_number is not None else last_number(text)
     correct = 1.0 if answer is not None and answers_match(answer, gold) else 0.0
-    one_box = boxed is not None and len(_BOX_OPENINGS.findall(text)) == 1
+    one_box = boxed is not None and count_boxed(text) == 1
     return correct, 1.0 if one_box and numeric_value(boxed) is not None else 0.0

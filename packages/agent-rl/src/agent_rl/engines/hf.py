@@ -25,6 +25,7 @@ from agent_rl.engines.base import (
     iter_named_tensors,
 )
 from agent_rl.engines.sampling import processed_logprobs, sample_from_logprobs
+from agent_rl.precision import default_dtype
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -91,8 +92,6 @@ class HFEngine:
             path = resolve_model_path(model)
             target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             if dtype is None:
-                from agent_rl.precision import default_dtype
-
                 dtype = default_dtype(target)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(target)
             model.requires_grad_(False)

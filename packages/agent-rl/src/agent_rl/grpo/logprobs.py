@@ -73,11 +73,6 @@ def _scaled_copy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return scaled.div_(temperature) if temperature != 1.0 else scaled
 
 
-def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = logits.to(torch.float32)
-    return logits / temperature if temperature != 1.0 else logits
-
-
 def token_logprobs(
     logits: torch.Tensor,
     tokens: torch.Tensor,
@@ -88,8 +83,8 @@ def token_logprobs(
 
     The logits are divided by the sampling temperature T before the softmax, so these are the logprobs of the
     distribution the engine sampled from (vLLM's `processed_logprobs`). Computed as `x_y - logsumexp(x)` in
-    float32, `chunk_rows` positions at a time (default: by device, `CHUNK_ROWS`), and the backward recomputes the softmax from the saved logits:
-    no (..., V) log-softmax is kept for backward.
+    float32, `chunk_rows` positions at a time (default: by device, `CHUNK_ROWS`), and the backward recomputes
+    the softmax from the saved logits: no (..., V) log-softmax is kept for backward.
 
     Args:
         logits: (..., V), any float dtype; pass a contiguous tensor (a non-contiguous one is copied).
@@ -147,7 +142,7 @@ def token_entropy(
     entropy = torch.empty(flat_logits.shape[0], dtype=torch.float32, device=logits.device)
     chunk_rows = _chunk_rows(logits, chunk_rows)
     for start in range(0, flat_logits.shape[0], chunk_rows):
-        scaled = _scaled(flat_logits[start : start + chunk_rows], temperature)  # (n, V)
+        scaled = _scaled_copy(flat_logits[start : start + chunk_rows], temperature)  # (n, V)
         logp = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
         entropy[start : start + chunk_rows] = -(logp.exp() * logp).sum(-1)
     return entropy.view(logits.shape[:-1])
