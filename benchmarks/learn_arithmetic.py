@@ -113,6 +113,11 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: 
     }})
 
 
+SPLIT_KEYS = ("timing/rollout_s", "timing/rollout_wait_s", "timing/learn_s", "timing/sync_s")
+"""A step's phases: collection (with `--max-staleness 1` it runs while the previous step trains), the time the
+step waited for it, learning, weight sync."""
+
+
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from agent_rl.trainer import Trainer
 
@@ -124,18 +129,22 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"setup_s": time.perf_counter() - started, "engine": type(trainer.engine).__name__}
     result["before"] = evaluate(trainer.learner.module, tokenizer, held)
     step_times, rewards, first_ratio = [], [], None
+    splits: dict[str, list[float]] = {k: [] for k in SPLIT_KEYS}
     train_started = time.perf_counter()
     try:
         while time.perf_counter() - train_started < args.budget_s:
             metrics = trainer.step()
             step_times.append(metrics["timing/step_s"])
             rewards.append(metrics["reward/mean"])
+            for key in SPLIT_KEYS:
+                splits[key].append(metrics.get(key, 0.0))
             print(f"step {len(step_times)}: reward {rewards[-1]:.3f}, {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
             if first_ratio is None:
                 first_ratio = (metrics.get("learner/ratio/min"), metrics.get("learner/ratio/max"))
-                result["first_step_split_s"] = {k: metrics.get(k) for k in ("timing/rollout_s", "timing/learn_s", "timing/sync_s")}
+                result["first_step_split_s"] = {k: metrics.get(k) for k in SPLIT_KEYS}
         result["train_s"] = time.perf_counter() - train_started
-        result["last_step_split_s"] = {k: metrics.get(k) for k in ("timing/rollout_s", "timing/learn_s", "timing/sync_s")}
+        result["last_step_split_s"] = {k: metrics.get(k) for k in SPLIT_KEYS}
+        result["median_split_s"] = {k: statistics.median(v) for k, v in splits.items() if v}
         result["after"] = evaluate(trainer.learner.module, tokenizer, held)
     finally:
         trainer.close()

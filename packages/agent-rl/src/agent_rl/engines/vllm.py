@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 WeightSync = Literal["ipc", "nccl", "none"]
 
-_IPC_CHUNK_BYTES = 1 << 30
-"""Weights are shared in chunks of about this many bytes, so the cast copies stay bounded in GPU memory."""
-
 
 def _import_vllm() -> Any:
     try:
@@ -179,10 +176,10 @@ class VLLMEngine:
         """Load new weights by HF name, then reset the prefix cache. Call it with no `generate` in flight (after
         `wake_up()` in colocated mode).
 
-        "ipc": tensors are cast to the engine's dtype; those not on a GPU are first copied to the current one,
-        which must be the engine's GPU; about 1 GiB is shared at a time. "nccl": tensors are packed, cast to the
-        engine's dtype, on the current GPU (the learner's) and broadcast a bucket at a time; the first call
-        first sets up the NCCL group with the workers. Each tensor is copied as soon as it is taken, so
+        Both modes pack the tensors, cast to the engine's dtype, into flat buckets of about `weight_bucket_bytes`
+        on the current GPU (the learner's). "ipc": that must be the engine's GPU; each bucket is shared with the
+        worker as one CUDA IPC handle. "nccl": each bucket is broadcast to the workers; the first call first sets
+        up the NCCL group with them. Each tensor is copied as soon as it is taken, so
         `Learner.named_weights()` (ZeRO-3: every rank iterates) can be passed as is.
         """
         import torch
@@ -193,19 +190,15 @@ class VLLMEngine:
             return
         if self._weight_sync != "ipc":
             raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc' or 'nccl'.")
-        dtype = self._llm.model_config.dtype
-        chunk: list[tuple[str, torch.Tensor]] = []
-        chunk_bytes = 0
-        for name, tensor in iter_named_tensors(weights):
-            device = tensor.device if tensor.is_cuda else torch.device("cuda", torch.cuda.current_device())
-            shared = tensor.detach().to(device=device, dtype=dtype).contiguous()
-            chunk.append((name, shared))
-            chunk_bytes += shared.numel() * shared.element_size()
-            if chunk_bytes >= _IPC_CHUNK_BYTES:
-                await self._load_chunk(chunk)
-                chunk, chunk_bytes = [], 0
-        if chunk:
-            await self._load_chunk(chunk)
+        device = torch.device("cuda", torch.cuda.current_device())
+        buckets = pack_buckets(iter_named_tensors(weights), self._llm.model_config.dtype, device, self._bucket_bytes)
+        for layout, flat in buckets:
+            torch.cuda.synchronize()  # the copies must be complete before another process reads them
+            # the worker has loaded the bucket when this returns, so the buffer may be refilled with the next
+            await self._llm.collective_rpc(LOAD_METHOD, args=(layout, share_cuda_tensor(flat)))
+            del flat
+        del buckets  # frees the packing buffer
+        torch.cuda.ipc_collect()
         await self._llm.reset_prefix_cache()
 
     async def _broadcast_weights(self, weights: NamedTensors) -> None:
@@ -236,15 +229,6 @@ class VLLMEngine:
         )
         self._sender = sender
         return sender
-
-    async def _load_chunk(self, chunk: list[tuple[str, torch.Tensor]]) -> None:
-        import torch
-
-        torch.cuda.synchronize()  # the copies must be complete before another process reads them
-        handles = [(name, share_cuda_tensor(tensor)) for name, tensor in chunk]
-        await self._llm.collective_rpc(LOAD_METHOD, args=(handles,))
-        chunk.clear()  # the worker has loaded them: drop our references, then free the shared memory
-        torch.cuda.ipc_collect()
 
     async def sleep(self, level: int = 1) -> None:
         """Free GPU memory: level 1 offloads the weights to the CPU and drops the KV cache; level 2 drops both

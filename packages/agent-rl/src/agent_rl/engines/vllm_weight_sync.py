@@ -1,10 +1,13 @@
 """Weight updates into a vLLM worker through CUDA IPC: the learner shares GPU tensors, the worker loads them.
 
-vLLM's `AsyncLLM` runs its model in a child process. `share_cuda_tensor` turns a CUDA tensor into a handle
-made only of strings, numbers and bytes (so vLLM's msgpack socket carries it without pickling, hence
-without `VLLM_ALLOW_INSECURE_SERIALIZATION`), and `WeightSyncExtension`, injected into vLLM's worker class
-through `worker_extension_cls`, opens the handles on the same GPU without a copy and passes the tensors to
-the model's own `load_weights` (which handles vLLM's fused q/k/v and gate/up layers). vLLM 0.26's built-in
+vLLM's `AsyncLLM` runs its model in a child process. The learner packs the weights, cast to the engine's dtype,
+into one flat GPU buffer per bucket (`agent_rl.engines.weight_broadcast.pack_buckets`); `share_cuda_tensor` turns
+that buffer into a handle made only of strings, numbers and bytes (so vLLM's msgpack socket carries it without
+pickling, hence without `VLLM_ALLOW_INSECURE_SERIALIZATION`), and `WeightSyncExtension`, injected into vLLM's
+worker class through `worker_extension_cls`, opens it on the same GPU without a copy, cuts it into the named
+tensors of the bucket's layout and passes them to the model's own `load_weights` (which handles vLLM's fused
+q/k/v and gate/up layers). One IPC handle per bucket, not one per tensor: opening a handle costs far more
+than the copy. vLLM 0.26's built-in
 `"ipc"` weight-transfer backend does the same but imports `ray` at module level and needs pickling.
 
 Separate GPUs (`weight_sync="nccl"`): `agent_rl_join_weight_broadcast` joins each worker to a small NCCL group
@@ -24,8 +27,8 @@ import torch
 WORKER_EXTENSION = f"{__name__}.WeightSyncExtension"
 """The value for vLLM's `worker_extension_cls` engine argument."""
 
-LOAD_METHOD = "agent_rl_load_shared_weights"
-"""The worker method `collective_rpc` calls with `[(name, handle), ...]`."""
+LOAD_METHOD = "agent_rl_load_shared_bucket"
+"""The worker method `collective_rpc` calls with `(layout, handle)`: one packed bucket shared by CUDA IPC."""
 
 JOIN_BROADCAST_METHOD = "agent_rl_join_weight_broadcast"
 """The worker method that joins the NCCL weight-broadcast group: `(host, port, world_size)`."""
@@ -91,17 +94,21 @@ def open_cuda_tensor(shared: dict[str, Any], device: torch.device) -> torch.Tens
 
 
 class WeightSyncExtension:
-    """Mixed into vLLM's GPU worker class (`worker_extension_cls`): `agent_rl_load_shared_weights` (CUDA IPC,
+    """Mixed into vLLM's GPU worker class (`worker_extension_cls`): `agent_rl_load_shared_bucket` (CUDA IPC,
     colocated), `agent_rl_join_weight_broadcast` and `agent_rl_receive_weight_bucket` (NCCL, separate GPUs)."""
 
-    def agent_rl_load_shared_weights(self, shared: list[tuple[str, dict[str, Any]]]) -> int:
-        """Load `[(hf_name, handle), ...]` into the worker's model; returns how many tensors were loaded."""
+    def agent_rl_load_shared_bucket(self, layout: list, shared: dict[str, Any]) -> int:
+        """Load one packed bucket, shared by `share_cuda_tensor`, into the worker's model; returns how many
+        tensors it held."""
+        from agent_rl.engines.weight_broadcast import unpack_bucket
+
         device = self.device  # type: ignore[attr-defined]  # set by vLLM's worker
-        weights = [(name, open_cuda_tensor(handle, device)) for name, handle in shared]
+        flat = open_cuda_tensor(shared, device)
+        weights = unpack_bucket(flat, layout)
         self.get_model().load_weights(weights=weights)  # type: ignore[attr-defined]
         torch.cuda.synchronize(device)
         count = len(weights)
-        del weights  # release the IPC mappings before the learner frees the memory
+        del weights, flat  # release the IPC mapping before the learner reuses or frees the buffer
         return count
 
     def agent_rl_join_weight_broadcast(self, host: str, port: int, world_size: int) -> int:
