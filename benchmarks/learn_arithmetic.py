@@ -253,8 +253,8 @@ def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:
 def report(paths: list[str], write: bool) -> str:
     """The results as markdown, one table per machine (a GPU host's runs and a CPU run are not comparable)."""
     rows = [json.loads(Path(p).read_text()) for p in paths]
-    header = ["| runner | engine | level | batch | format weight | budget s | steps | median s/step | lenient before → after | strict before → after | reward first → last tenth |",
-              "|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
+    header = ["| runner | engine | level | batch | format weight | budget s | steps | median s/step | median collect / wait / learn / sync s | lenient before → after | strict before → after | reward first → last tenth |",
+              "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
     tables = []
     for machine in dict.fromkeys(r.get("machine", "") for r in rows):
         lines = [f"On {machine}:", "", *header]
@@ -263,7 +263,9 @@ def report(paths: list[str], write: bool) -> str:
             reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
             batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
             runner = r["runner"] + (" (1 step stale)" if r.get("max_staleness") else "")
-            lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | "
+            split = r.get("median_split_s")
+            phases = " / ".join(f"{split.get(k, 0.0):.3f}" for k in SPLIT_KEYS) if split else "–"
+            lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | {phases} | "
                          f"{r['before']['lenient']:.1%} → {r['after']['lenient']:.1%} | {r['before']['strict']:.1%} → {r['after']['strict']:.1%} | {reward} |")
         tables.append("\n".join(lines))
     body = "\n\n".join(tables)
