@@ -1,7 +1,7 @@
 """Learner throughput: tokens/s and MFU of `Learner.train_step` on synthetic GRPO batches, one process.
 
     python benchmarks/learner_throughput.py [--shape 0.5b|smollm2-135m|tiny] [--zero-stage 0 2 3]
-        [--dtype bf16|fp32] [--gradient-checkpointing] [--steps 5] [--plain-pytorch] [--no-write]
+        [--dtype bf16|fp32] [--gradient-checkpointing] [--torch-compile] [--steps 5] [--plain-pytorch] [--no-write]
 
 The model is a random-weight causal LM of a known shape, built from a config written here (no hub access),
 saved to a temporary directory and loaded by the `Learner` from that path, as a run would load a checkpoint
@@ -290,6 +290,7 @@ def run_one(
         zero_stage=zero_stage,
         bf16=args.dtype == "bf16",
         gradient_checkpointing=args.gradient_checkpointing,
+        torch_compile=args.torch_compile,
         max_tokens_per_micro_batch=args.micro_batch_tokens,
         mini_batches=args.mini_batches,
         num_iterations=args.num_iterations,
@@ -367,6 +368,8 @@ def main() -> None:
         "--dtype", choices=("bf16", "fp32"), default=None, help="default: bf16 on a GPU, fp32 on the CPU"
     )
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="the learner's torch_compile: compiled decoder layers (compiled in the warm-up steps)")
     parser.add_argument(
         "--attn",
         default=None,
@@ -424,7 +427,8 @@ def main() -> None:
         memory = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "n/a"
         mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "n/a"
         rows.append(
-            f"| {args.shape} | {r.zero_stage} | {args.dtype} | {'on' if args.gradient_checkpointing else 'off'} | "
+            f"| {args.shape} | {r.zero_stage} | {args.dtype}{', compiled' if args.torch_compile else ''} | "
+            f"{'on' if args.gradient_checkpointing else 'off'} | "
             f"{r.step_s:.3f} | {r.score_s:.3f} | {r.update_s:.3f} | {r.sequence_tokens_per_s:,.0f} | "
             f"{r.trained_tokens_per_s:,.0f} | {r.tflops_per_s:.3g} | {mfu} | {memory} |"
         )

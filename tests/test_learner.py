@@ -144,6 +144,8 @@ def test_config_rejects_inconsistent_choices_and_says_what_to_set():
         LearnerConfig(loss_aggregation="dr_grpo")
     with pytest.raises(ValueError, match="set zero_stage to 0, 1 or 2"):
         LearnerConfig(lora=LoraSettings(), zero_stage=3)
+    with pytest.raises(ValueError, match="set zero_stage to 0, 1 or 2, or torch_compile to false"):
+        LearnerConfig(torch_compile=True, zero_stage=3)
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         LearnerConfig(learning_rate=1e-5)
 
@@ -373,3 +375,38 @@ def test_single_update_scores_pi_old_in_its_own_pass_with_the_same_entropy(tiny_
     single, double = one.train_step(samples), two.train_step(samples)
     assert single["learner/entropy"] == pytest.approx(double["learner/entropy"], rel=1e-5)
     assert single["learner/ratio/max"] == 1.0 and single["learner/updates"] == 1 and double["learner/updates"] == 2
+
+
+@pytest.mark.slow
+def test_compiled_decoder_layers_train_like_eager_ones(tiny_model):
+    """`torch_compile` compiles each decoder layer in place and trains to the same losses and policy as eager
+    layers (float32), over micro-batches of varying shapes (dynamic shapes, no recompile per shape)."""
+    results = {}
+    for compiled in (False, True):
+        config = LearnerConfig(bf16=False, lr=1e-2, max_tokens_per_micro_batch=150, torch_compile=compiled)
+        learner = Learner(tiny_model, config)
+        layers = [m for m in learner.module.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+        assert len(layers) == (learner.module.config.num_hidden_layers if compiled else 0)
+        torch._dynamo.utils.counters.clear()
+        losses = [learner.train_step(make_batch(seed=seed))["learner/loss"] for seed in (0, 1)]
+        results[compiled] = losses, learner.compute_logprobs(make_batch(seed=2))
+        # one graph for every layer and shape (training, plus one for no-grad scoring), not one per layer or shape
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert (1 <= graphs <= 3) if compiled else graphs == 0
+        if compiled:  # an HF engine sharing the compiled module decodes eagerly: no graph per cache length
+            import asyncio
+
+            from agent_rl.engines.base import SamplingParams
+            from agent_rl.engines.hf import HFEngine
+
+            engine = HFEngine(learner.module, tiny_model, seed=0)
+            try:
+                [completion] = asyncio.run(engine.generate([1, 2, 3], SamplingParams(max_tokens=6, ignore_eos=True)))
+            finally:
+                engine.close()
+            assert len(completion.token_ids) == 6
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    (eager_losses, eager_logprobs), (compiled_losses, compiled_logprobs) = results[False], results[True]
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-7)
+    for eager, compiled in zip(eager_logprobs, compiled_logprobs, strict=True):
+        assert compiled == pytest.approx(eager, abs=1e-4)

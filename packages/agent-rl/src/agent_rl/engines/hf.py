@@ -229,7 +229,10 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; a model shared with a learner gets its mode back
         try:
-            self._decode(requests, rows)
+            # eager even where the learner compiled the layers it shares (`torch_compile`): every decode step
+            # has another cache length, and compiling for those would hit dynamo's recompile limit
+            with torch.compiler.set_stance("force_eager"):
+                self._decode(requests, rows)
         finally:
             self.model.train(was_training)
         results: list[list[Completion]] = [[] for _ in requests]

@@ -102,8 +102,32 @@ def prepare_model(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Mod
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora is not None:
         model = _add_lora(model, config)
+    if config.torch_compile:
+        compile_decoder_layers(model)
     model.train()  # HF models only checkpoint activations in training mode; dropout is off above
     return model
+
+
+def compile_decoder_layers(model: torch.nn.Module) -> int:
+    """`torch.compile` every decoder layer of `model` in place (dynamic shapes); returns how many were compiled.
+
+    Regional compilation: the layers share their code, so dynamo compiles one and reuses it for every layer (the
+    weights are the compiled graph's inputs), which keeps the compile to tens of seconds where the whole model
+    would take minutes, and the embedding, head and loss stay eager. The layers are the modules whose class the
+    Hugging Face model names in `_no_split_modules` (e.g. `LlamaDecoderLayer`); a LoRA model's adapters are
+    compiled with their layers.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [module for module in base.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ValueError(
+            f"torch_compile found no decoder layers in {type(base).__name__}: it compiles the classes a transformers "
+            "model lists in `_no_split_modules`, and this model lists none; set torch_compile to false."
+        )
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def _add_lora(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:
