@@ -71,6 +71,22 @@ def test_length_limit_stop_strings_and_ignore_eos(engine):
     assert greedy.finish_reason in ("stop", "length")
 
 
+def test_text_is_the_decoded_tokens_and_stop_strings_cut_it(engine):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    ids = prompt()
+    # no stop strings: vLLM does not detokenize, the engine decodes each completion once
+    (plain,) = run(engine.generate(ids, SamplingParams(temperature=1.0, max_tokens=40, seed=5)))
+    assert plain.text and plain.text == tokenizer.decode(plain.token_ids, skip_special_tokens=True)
+    # a stop string (vLLM detokenizes to find it): the text ends before it, the tokens end with the one that made it
+    stop = plain.text.split()[1]
+    (cut,) = run(engine.generate(ids, SamplingParams(temperature=1.0, max_tokens=40, seed=5, stop=(stop,))))
+    assert cut.finish_reason == "stop" and cut.stop_reason == stop
+    assert stop not in cut.text and plain.text.startswith(cut.text)
+    assert cut.token_ids == plain.token_ids[: len(cut.token_ids)]
+
+
 def test_update_weights_changes_outputs_and_restores_them(engine, hf_model):
     ids = prompt()
     greedy = SamplingParams(temperature=0.0, max_tokens=24)

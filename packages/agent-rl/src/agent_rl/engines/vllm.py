@@ -138,6 +138,7 @@ class VLLMEngine:
         self._workers = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(engine_kwargs.get("pipeline_parallel_size", 1))
         self._bucket_bytes = weight_bucket_bytes
         self._sender: NcclWeightSender | None = None
+        self._decoder: Any = None
         self._closed = False
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Completion]:
@@ -148,6 +149,10 @@ class VLLMEngine:
 
         self._check_open()
         params = params or SamplingParams()
+        # vLLM matches stop strings on text it decodes token by token (and then also decodes every sampled
+        # token's logprob entry); without stop strings the text is decoded once per completion here instead,
+        # which keeps that per-token Python work off this process (and off a learner sharing it)
+        detokenize = bool(params.stop)
         vllm_params = VllmSamplingParams(
             n=params.n,
             temperature=params.temperature,
@@ -161,6 +166,7 @@ class VLLMEngine:
             logprobs=0 if params.logprobs else None,  # 0 = only the sampled token's logprob
             flat_logprobs=True,
             output_kind=RequestOutputKind.FINAL_ONLY,
+            detokenize=detokenize,
         )
         final = None
         prompt = TokensPrompt(prompt_token_ids=[int(t) for t in prompt_ids])
@@ -168,9 +174,20 @@ class VLLMEngine:
             final = output
         if final is None:
             return []
-        return [
+        completions = [
             _completion(output, params.logprobs) for output in sorted(final.outputs, key=lambda o: o.index)
         ]
+        if not detokenize:
+            tokenizer = self._tokenizer()
+            for completion in completions:
+                completion.text = tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        return completions
+
+    def _tokenizer(self) -> Any:
+        """The engine's tokenizer (what vLLM decodes with), fetched once."""
+        if self._decoder is None:
+            self._decoder = self._llm.get_tokenizer()
+        return self._decoder
 
     async def update_weights(self, weights: NamedTensors) -> None:
         """Load new weights by HF name, then reset the prefix cache. Call it with no `generate` in flight (after
