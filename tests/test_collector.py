@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import agent_env
 import pytest
@@ -160,3 +161,25 @@ def _math_tools():
     obs, _ = env.reset(options={"task": TASK})
     env.close()
     return obs["tools"]
+
+
+def test_repetition_loop_matches_its_definition_on_random_and_looping_sequences():
+    from agent_rl.rollout.madness import is_repetition_loop
+
+    def by_definition(ids, min_repeats=8, max_period=32):
+        for period in range(1, max_period + 1):
+            for start in range(len(ids) - period * min_repeats + 1):
+                pattern = ids[start : start + period]
+                if ids[start : start + period * min_repeats] == pattern * min_repeats:
+                    return True
+        return False
+
+    rng = random.Random(0)
+    cases = [[], [5], [7] * 7, [7] * 8, [1, 2] * 7 + [1], [1, 2] * 8, list(range(40)) * 2]
+    for _ in range(300):
+        period, repeats = rng.randint(1, 34), rng.randint(5, 9)
+        pattern = [rng.randrange(4) for _ in range(period)]
+        noise = lambda: [rng.randrange(50) for _ in range(rng.randint(0, 20))]  # noqa: E731
+        cases.append(noise() + pattern * repeats + pattern[: rng.randint(0, period)] + noise())
+    for ids in cases:
+        assert is_repetition_loop(ids) == by_definition(ids), ids
