@@ -40,12 +40,12 @@ def config_path(tmp_path: Path) -> Path:
 
 
 def test_train_logs_checkpoints_and_resumes(config_path: Path, tmp_path: Path, worker_port_base: int, monkeypatch):
+    import agent_rl
     from agent_rl.trainer import RunDirectoryExists, train
 
     monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 7))
     run_dir = tmp_path / "launcher_record" / "tiny"
-    config = load_config(config_path)
-    train(config, run_dir, max_steps=2)
+    agent_rl.train(config_path, run_dir, max_steps=2)  # the package's API, from the YAML file
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # validation before training, then two steps
     assert {"reward/mean", "timing/step_s", "tokens/generated", "learner/loss", "learner/grad_norm"} <= set(rows[1])
@@ -156,3 +156,13 @@ def test_missing_wandb_fails_before_the_run_directory_and_the_model(config_path:
     assert not run_dir.exists()
     assert run_train(config, output_root=tmp_path / "launcher_record") == 2
     assert "uv sync --extra wandb" in capsys.readouterr().err and not run_dir.exists()
+
+
+def test_import_agent_rl_is_light_and_exports_the_api():
+    import subprocess
+
+    code = ("import sys, agent_rl; heavy = [m for m in ('torch', 'vllm', 'transformers', 'deepspeed') if m in sys.modules]; "
+            "assert not heavy, heavy; from agent_rl import Trainer, train, Learner, HFEngine; "
+            "import agent_rl.trainer as t; assert agent_rl.train is t.train and agent_rl.Trainer is t.Trainer; "
+            "assert sorted(dir(agent_rl)) == agent_rl.__all__")
+    subprocess.run([sys.executable, "-c", code], check=True)

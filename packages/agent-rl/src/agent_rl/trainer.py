@@ -407,8 +407,14 @@ class Trainer:
         self.loop.close()
 
 
-def train(config: AgentRLConfig, run_dir: str | Path | None = None, *, resume: bool = False, max_steps: int | None = None) -> dict[str, float]:
-    """Train the agent a config describes; results in `run_dir` (default `launcher_record/{config.run_name()}`)."""
+def train(config: AgentRLConfig | str | Path, run_dir: str | Path | None = None, *, resume: bool = False,
+          max_steps: int | None = None) -> dict[str, float]:
+    """Train the agent a config (or a YAML file of one) describes; results in `run_dir` (default
+    `launcher_record/{config file stem}`). Returns the last step's metrics."""
+    if isinstance(config, str | Path):
+        from agent_env.config import load_config
+
+        config = load_config(config)
     if run_dir is None:
         run_dir = Path("launcher_record") / config.run_name()
     trainer = Trainer(config, run_dir, resume=resume, max_steps=max_steps)
