@@ -164,5 +164,5 @@ def test_import_agent_rl_is_light_and_exports_the_api():
     code = ("import sys, agent_rl; heavy = [m for m in ('torch', 'vllm', 'transformers', 'deepspeed') if m in sys.modules]; "
             "assert not heavy, heavy; from agent_rl import Trainer, train, Learner, HFEngine; "
             "import agent_rl.trainer as t; assert agent_rl.train is t.train and agent_rl.Trainer is t.Trainer; "
-            "assert sorted(dir(agent_rl)) == agent_rl.__all__")
+            "assert sorted(dir(agent_rl)) == sorted(agent_rl.__all__) == sorted(agent_rl._EXPORTS)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,7 +25,18 @@ _EXPORTS = {
     "train": "agent_rl.trainer",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Completion",
+    "HFEngine",
+    "Learner",
+    "LearnerConfig",
+    "RolloutCollector",
+    "SamplingParams",
+    "Trainer",
+    "TrainingSample",
+    "VLLMEngine",
+    "train",
+]
 
 if TYPE_CHECKING:
     from agent_rl.engines.base import Completion, SamplingParams
