@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -229,9 +230,7 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling; a model shared with a learner gets its mode back
         try:
-            # eager even where the learner compiled the layers it shares (`torch_compile`): every decode step
-            # has another cache length, and compiling for those would hit dynamo's recompile limit
-            with torch.compiler.set_stance("force_eager"):
+            with _eager_if_compiled(self.model):
                 self._decode(requests, rows)
         finally:
             self.model.train(was_training)
@@ -401,6 +400,15 @@ def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         if value is not None:
             return frozenset([value] if isinstance(value, int) else value)
     return frozenset()
+
+
+def _eager_if_compiled(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Decode eagerly where the model has compiled submodules (a learner's `torch_compile` layers it shares):
+    every decode step has another cache length, and compiling for each would hit dynamo's recompile limit. The
+    stance is process-wide, so it is taken only when needed."""
+    if any(getattr(module, "_compiled_call_impl", None) is not None for module in model.modules()):
+        return torch.compiler.set_stance("force_eager")
+    return contextlib.nullcontext()
 
 
 def _row_generator(seed: int | None, index: int, device: torch.device) -> torch.Generator | None:
