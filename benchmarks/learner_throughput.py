@@ -328,7 +328,8 @@ def run_one(
             flush=True,
         )
     memory = (torch.cuda.max_memory_allocated() - leftover) / 2**30 if cuda else None
-    if args.profile:
+    flops, passes = counter.flops / args.steps, {name: count / args.steps for name, count in counter.passes.items()}
+    if args.profile:  # after the count: the profiled step is not one of the timed ones
         profile_step(learner, batches[0], Path(args.profile) / f"learner_profile_zero{zero_stage}.txt", cuda)
     learner.engine.destroy()
     del learner
@@ -338,7 +339,6 @@ def run_one(
 
     episodes = args.groups * args.group_size
     step_s = statistics.median(times)
-    flops = counter.flops / args.steps
     return RunResult(
         zero_stage=zero_stage,
         step_s=step_s,
@@ -349,7 +349,7 @@ def run_one(
         tflops_per_s=flops / step_s / 1e12,
         mfu=flops / step_s / peak if peak else None,
         peak_memory_gib=memory,
-        passes={name: count / args.steps for name, count in counter.passes.items()},
+        passes=passes,
     )
 
 
