@@ -130,15 +130,15 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"setup_s": time.perf_counter() - started, "engine": type(trainer.engine).__name__}
     result["before"] = evaluate(trainer.learner.module, tokenizer, held)
     step_times, rewards, first_ratio = [], [], None
-    splits: dict[str, list[float]] = {k: [] for k in SPLIT_KEYS}
+    splits: dict[str, list[float]] = {k: [] for k in (*SPLIT_KEYS, "timing/learner/thread_cpu_s")}
     train_started = time.perf_counter()
     try:
         while time.perf_counter() - train_started < args.budget_s:
             metrics = trainer.step()
             step_times.append(metrics["timing/step_s"])
             rewards.append(metrics["reward/mean"])
-            for key in SPLIT_KEYS:
-                splits[key].append(metrics.get(key, 0.0))
+            for key, values in splits.items():
+                values.append(metrics.get(key, 0.0))
             print(f"step {len(step_times)}: reward {rewards[-1]:.3f}, {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
             if first_ratio is None:
                 first_ratio = (metrics.get("learner/ratio/min"), metrics.get("learner/ratio/max"))

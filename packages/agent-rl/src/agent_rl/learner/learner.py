@@ -115,10 +115,12 @@ class Learner:
         the reference, β > 0), `learner/tis/weight_mean` and `/dropped_fraction` (TIS on), `learner/advantage/mean`
         and `/abs_mean`, `learner/zero_variance_fraction`, `learner/updates`, `learner/trained_tokens`,
         `learner/padding_fraction`, `learner/tokens_per_s` (sequence tokens through forward+backward per second of
-        updating, all ranks), and `timing/learner/{score,update,step}_s`.
+        updating, all ranks), `timing/learner/{score,update,step}_s`, and `timing/learner/thread_cpu_s` (CPU time of
+        the calling thread; on a GPU well under `step_s` only when the thread waited for the GIL, e.g. on a
+        collection running beside it, since CUDA's spin-waits count as CPU time).
         """
         cfg = self.config
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         self._check_same_batch_on_every_rank(samples)
         # ALGO LOGIC: advantages per episode within its group, broadcast to the episode's samples
         advantages, zero_variance = episode_advantages(samples, cfg.advantage_scaling, cfg.advantage_eps)
@@ -171,6 +173,7 @@ class Learner:
             "timing/learner/score_s": scored - start,
             "timing/learner/update_s": updated - scored,
             "timing/learner/step_s": time.perf_counter() - start,
+            "timing/learner/thread_cpu_s": time.thread_time() - cpu_start,
         }
         if cfg.beta != 0.0:
             metrics["learner/kl"] = totals["kl"] / token_updates
