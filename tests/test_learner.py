@@ -166,6 +166,8 @@ def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advanta
     assert metrics["learner/clip_fraction/low"] == 0.0 and metrics["learner/clip_fraction/high"] == 0.0
     assert metrics["learner/tis/weight_mean"] == pytest.approx(1.0, abs=2e-2 if bf16 else 1e-6)
     assert metrics["learner/updates"] == 1 and learner.step == 1
+    # one thread's CPU time cannot exceed the wall time it ran for
+    assert 0 < metrics["timing/learner/thread_cpu_s"] <= metrics["timing/learner/step_s"] + 1e-3
     assert 0 < metrics["learner/entropy"] <= math.log(49152) + 1e-3
     after = learner.compute_logprobs(samples)
 

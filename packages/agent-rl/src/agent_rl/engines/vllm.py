@@ -5,8 +5,8 @@ ImportError that names the extra to install.
 
 Weight updates. `AsyncLLM` runs the engine core (scheduler + model worker) in a child process, so the
 learner's tensors cannot simply be copied into the model as with `vllm.LLM` in one process
-(`VLLM_ENABLE_V1_MULTIPROCESSING=0` only affects `LLMEngine`/`LLM`, not `AsyncLLM`). `update_weights` shares
-the learner's GPU tensors by CUDA IPC handle and has the worker load them with the model's own
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0` only affects `LLMEngine`/`LLM`, not `AsyncLLM`). `update_weights` packs
+the learner's tensors into flat GPU buckets, shares each by one CUDA IPC handle and has the worker load them with the model's own
 `load_weights`, through `collective_rpc` and a worker extension (`agent_rl.engines.vllm_weight_sync`): no
 copy through the socket, no pickling. That is the colocated mode (learner and engine on one GPU).
 With `weight_sync="nccl"` the engine runs on GPUs of its own (`devices`) and the learner's rank 0 broadcasts
