@@ -410,5 +410,5 @@ def test_compiled_decoder_layers_train_like_eager_ones(tiny_model):
             assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     (eager_losses, eager_logprobs), (compiled_losses, compiled_logprobs) = results[False], results[True]
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-7)
-    for eager, compiled in zip(eager_logprobs, compiled_logprobs, strict=True):
-        assert compiled == pytest.approx(eager, abs=1e-4)
+    for eager_row, compiled_row in zip(eager_logprobs, compiled_logprobs, strict=True):
+        assert compiled_row == pytest.approx(eager_row, abs=1e-4)

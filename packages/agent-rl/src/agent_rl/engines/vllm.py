@@ -18,6 +18,7 @@ way. Not used: vLLM's built-in `weight_transfer_config` backends (`"ipc"` needs 
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -138,7 +139,6 @@ class VLLMEngine:
         self._workers = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(engine_kwargs.get("pipeline_parallel_size", 1))
         self._bucket_bytes = weight_bucket_bytes
         self._sender: NcclWeightSender | None = None
-        self._decoder: Any = None
         self._closed = False
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams | None = None) -> list[Completion]:
@@ -178,16 +178,14 @@ class VLLMEngine:
             _completion(output, params.logprobs) for output in sorted(final.outputs, key=lambda o: o.index)
         ]
         if not detokenize:
-            tokenizer = self._tokenizer()
             for completion in completions:
-                completion.text = tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+                completion.text = self._tokenizer.decode(completion.token_ids, skip_special_tokens=True)
         return completions
 
+    @functools.cached_property
     def _tokenizer(self) -> Any:
-        """The engine's tokenizer (what vLLM decodes with), fetched once."""
-        if self._decoder is None:
-            self._decoder = self._llm.get_tokenizer()
-        return self._decoder
+        """The engine's tokenizer (what vLLM decodes with)."""
+        return self._llm.get_tokenizer()
 
     async def update_weights(self, weights: NamedTensors) -> None:
         """Load new weights by HF name, then reset the prefix cache. Call it with no `generate` in flight (after
