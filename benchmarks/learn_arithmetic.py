@@ -91,7 +91,7 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
 
 
 def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: int = 8, max_tokens: int = 128,
-                max_staleness: int = 0, torch_compile: bool = False) -> Any:
+                max_staleness: int = 0, torch_compile: bool = False, bf16_weights: bool = False) -> Any:
     import torch
     from agent_env.config import AgentRLConfig
 
@@ -107,7 +107,8 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: 
                     "max_num_seqs": groups * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512},
         "task_judge": {"judge_protocol": "agent_env.judges.last_number:LastNumberJudge",
                        "judge_kwargs": {"format_weight": format_weight}},
-        "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens, "torch_compile": torch_compile},
+        "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens, "torch_compile": torch_compile,
+                    "bf16_autocast": False if bf16_weights else None},
         "trainer_common": {"total_training_steps": 1_000_000, "test_freq": 0, "save_freq": 0, "val_before_train": False,
                            "logger": ["console"], "seed": seed, "max_staleness": max_staleness},
     }})
@@ -122,7 +123,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from agent_rl.trainer import Trainer
 
     config = ours_config(args.level, args.lr, args.format_weight, args.seed, args.groups, args.max_tokens, args.max_staleness,
-                         args.torch_compile)
+                         args.torch_compile, args.bf16_weights)
     held = heldout_tasks(args.level, args.heldout)
     started = time.perf_counter()
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
@@ -264,6 +265,7 @@ def report(paths: list[str], write: bool) -> str:
             reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
             batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
             runner = r["runner"] + (" (1 step stale)" if r.get("max_staleness") else "") + (" (compiled)" if r.get("torch_compile") else "")
+                      + (" (DeepSpeed bf16 weights)" if r.get("bf16_weights") else "")
             split = r.get("median_split_s")
             phases = " / ".join(f"{split.get(k, 0.0):.3f}" for k in SPLIT_KEYS) if split else "–"
             lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | {phases} | "
@@ -290,6 +292,9 @@ def main() -> None:
     parser.add_argument("--max-staleness", type=int, choices=(0, 1), default=0,
                         help="ours only: 1 collects step k+1 while step k trains (one step stale, TIS-corrected)")
     parser.add_argument("--torch-compile", action="store_true", help="ours only: the learner's compiled decoder layers")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="ours only: DeepSpeed's bf16 mode (bf16 weights, float32 master copy) instead of the GPU default, "
+                             "float32 weights under bf16 autocast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="render these results (and write RESULTS.md unless --no-write)")
@@ -304,10 +309,11 @@ def main() -> None:
     if torch.cuda.is_available():
         os.environ.setdefault("BENCH_GPU_NAME", torch.cuda.get_device_name(0))
 
-    if args.runner == "trl" and (args.max_staleness or args.torch_compile):
-        parser.error("--max-staleness and --torch-compile are options of our trainer (--runner ours).")
+    if args.runner == "trl" and (args.max_staleness or args.torch_compile or args.bf16_weights):
+        parser.error("--max-staleness, --torch-compile and --bf16-weights are options of our trainer (--runner ours).")
     result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr, "groups": args.groups,
               "max_tokens": args.max_tokens, "max_staleness": args.max_staleness, "torch_compile": args.torch_compile,
+              "bf16_weights": args.bf16_weights,
               "format_weight": args.format_weight, "heldout": args.heldout, "machine": machine_description()}
     result.update((run_ours if args.runner == "ours" else run_trl)(args))
     text = json.dumps(result, indent=1)

@@ -238,6 +238,16 @@ def profile_step(learner: Any, batch: list[Any], out: Path, cuda: bool) -> None:
     print(f"  profile of one step: {out}", flush=True)
 
 
+def precision_label(args: argparse.Namespace, zero_stage: int) -> str:
+    """`fp32`, `bf16 autocast` (float32 weights) or `bf16 weights` (DeepSpeed's bf16 mode), as the learner resolved it."""
+    from agent_rl.learner.engine_setup import use_bf16_autocast
+
+    if args.dtype != "bf16":
+        return args.dtype
+    config = LearnerConfig(bf16=True, bf16_autocast=False if args.bf16_weights else None, zero_stage=zero_stage)
+    return "bf16 autocast" if use_bf16_autocast(config) else "bf16 weights"
+
+
 def plain_pytorch_step_s(model_dir: Path, args: argparse.Namespace) -> float:
     """Median seconds of the same GRPO update in a minimal PyTorch loop, as the floor our `Learner` is held to:
     the model in float32 on the device with bf16 autocast (float32 master weights, as the learner keeps), the same
@@ -291,6 +301,7 @@ def run_one(
         bf16=args.dtype == "bf16",
         gradient_checkpointing=args.gradient_checkpointing,
         torch_compile=args.torch_compile,
+        bf16_autocast=False if args.bf16_weights else None,
         max_tokens_per_micro_batch=args.micro_batch_tokens,
         mini_batches=args.mini_batches,
         num_iterations=args.num_iterations,
@@ -370,6 +381,9 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--torch-compile", action="store_true",
                         help="the learner's torch_compile: compiled decoder layers (compiled in the warm-up steps)")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="bf16: DeepSpeed's bf16 mode (bf16 weights, float32 master copy), not the GPU default "
+                             "(float32 weights under autocast; the default on a CPU)")
     parser.add_argument(
         "--attn",
         default=None,
@@ -427,7 +441,7 @@ def main() -> None:
         memory = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "n/a"
         mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "n/a"
         rows.append(
-            f"| {args.shape} | {r.zero_stage} | {args.dtype}{', compiled' if args.torch_compile else ''} | "
+            f"| {args.shape} | {r.zero_stage} | {precision_label(args, r.zero_stage)}{', compiled' if args.torch_compile else ''} | "
             f"{'on' if args.gradient_checkpointing else 'off'} | "
             f"{r.step_s:.3f} | {r.score_s:.3f} | {r.update_s:.3f} | {r.sequence_tokens_per_s:,.0f} | "
             f"{r.trained_tokens_per_s:,.0f} | {r.tflops_per_s:.3g} | {mfu} | {memory} |"

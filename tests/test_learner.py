@@ -154,11 +154,14 @@ def test_config_rejects_inconsistent_choices_and_says_what_to_set():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advantage(tiny_model, bf16):
-    # bf16 on the CPU too: bf16 weights, float32 master copy in the optimizer (the default where the CPU has AMX)
-    learner = Learner(tiny_model, LearnerConfig(bf16=bf16, lr=1e-2, max_tokens_per_micro_batch=150, grad_clip=0.0))
-    assert next(learner.module.parameters()).dtype == (torch.bfloat16 if bf16 else torch.float32)
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-autocast"])
+def test_first_update_has_ratio_exactly_one_and_moves_logprobs_along_the_advantage(tiny_model, precision):
+    # bf16 on the CPU too: bf16 weights, float32 master copy in the optimizer (the default where the CPU has AMX);
+    # or float32 weights under bf16 autocast (the default on a GPU)
+    bf16, autocast = precision != "fp32", precision == "bf16-autocast"
+    config = LearnerConfig(bf16=bf16, bf16_autocast=autocast, lr=1e-2, max_tokens_per_micro_batch=150, grad_clip=0.0)
+    learner = Learner(tiny_model, config)
+    assert next(learner.module.parameters()).dtype == (torch.bfloat16 if bf16 and not autocast else torch.float32)
     samples = with_engine_logprobs(learner, make_batch())
     before = learner.compute_logprobs(samples)
     metrics = learner.train_step(samples)
@@ -353,6 +356,25 @@ def test_two_ranks_match_one_rank_and_zero3_gathers_full_weights(tiny_model, tmp
     for param, value in ranks[0]["zero3_checkpointing"]["weights"].items():
         assert torch.equal(saved[param], value), param
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_the_learner_clips_the_gradients_it_steps_on_and_reports_their_norm_before_clipping(tiny_model, autocast):
+    # without ZeRO or DeepSpeed's bf16 mode the learner clips (fused kernels); DeepSpeed is told not to
+    learner = Learner(tiny_model, LearnerConfig(bf16=autocast, bf16_autocast=autocast, lr=1e-3, grad_clip=1e-3))
+    assert learner._ds_config["gradient_clipping"] == 0.0
+    stepped_on, step = [], learner.engine.step
+
+    def step_and_record(*args, **kwargs):
+        grads = [p.grad for p in learner.module.parameters() if p.grad is not None]
+        stepped_on.append(float(torch.nn.utils.get_total_norm(grads)))
+        return step(*args, **kwargs)
+
+    learner.engine.step = step_and_record
+    metrics = learner.train_step(with_engine_logprobs(learner, make_batch()))
+    assert metrics["learner/grad_norm"] > 100 * 1e-3
+    assert stepped_on == [pytest.approx(1e-3, rel=1e-3)]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from agent_rl.learner import LearnerConfig
-from agent_rl.learner.engine_setup import use_bf16
+from agent_rl.learner.engine_setup import deepspeed_config, use_bf16, use_bf16_autocast
 from agent_rl.precision import default_dtype, native_bf16
 
 
@@ -29,6 +29,20 @@ def test_the_cpu_counts_as_native_bf16_exactly_when_it_has_amx_or_avx512_bf16():
 def test_the_learner_trains_in_bf16_by_default_only_where_the_cpu_does_it_natively():
     assert use_bf16(LearnerConfig()) == native_bf16("cpu")
     assert use_bf16(LearnerConfig(bf16=True)) is True and use_bf16(LearnerConfig(bf16=False)) is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU learner's choice")
+def test_bf16_trains_under_autocast_only_where_chosen_on_the_cpu_and_deepspeed_gets_one_mode():
+    # on the CPU the default keeps DeepSpeed's bf16 weights (the HF engine sharing the module samples in bf16)
+    assert use_bf16_autocast(LearnerConfig(bf16=True)) is False
+    assert use_bf16_autocast(LearnerConfig(bf16=False, bf16_autocast=True)) is False  # nothing to autocast
+    weights = deepspeed_config(LearnerConfig(bf16=True, grad_clip=0.5), world_size=1)
+    assert weights["bf16"]["enabled"] and "torch_autocast" not in weights and weights["gradient_clipping"] == 0.5
+    autocast = deepspeed_config(LearnerConfig(bf16=True, bf16_autocast=True, grad_clip=0.5), world_size=1)
+    assert not autocast["bf16"]["enabled"] and autocast["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert autocast["gradient_clipping"] == 0.0  # the learner clips without ZeRO
+    zero2 = deepspeed_config(LearnerConfig(bf16=True, bf16_autocast=True, grad_clip=0.5, zero_stage=2), world_size=1)
+    assert zero2["gradient_clipping"] == 0.5  # ZeRO's optimizer wrapper clips
 
 
 def test_the_hf_engine_loads_a_model_path_in_the_devices_fast_dtype():

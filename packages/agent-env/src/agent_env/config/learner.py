@@ -90,6 +90,14 @@ class LearnerConfig(ConfigBlock):
         description="Train in bfloat16 with float32 master weights; None: bf16 where the device multiplies bf16 natively "
         "(a GPU with bf16; a CPU with AMX-BF16 or AVX512-BF16, e.g. Intel Sapphire Rapids, AMD Zen 4), float32 elsewhere.",
     )
+    bf16_autocast: bool | None = Field(
+        None,
+        description="How bf16 trains. True: float32 weights and gradients, the forward and backward passes in bf16 under "
+        "torch.autocast (DeepSpeed's `torch_autocast`), the learner clips the gradients with fused kernels. False: "
+        "DeepSpeed's bf16 mode, bf16 weights and gradients with a float32 master copy in the optimizer (without ZeRO "
+        "its wrapper checks every gradient for inf/NaN with one host sync each). None: True on a GPU without ZeRO, "
+        "False elsewhere (on a CPU the HF engine that shares the learner's module then samples in bf16).",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in the backward pass instead of storing them (less memory, about 30% more compute).",

@@ -46,6 +46,23 @@ def use_bf16(config: LearnerConfig) -> bool:
     return native_bf16("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def use_bf16_autocast(config: LearnerConfig) -> bool:
+    """Whether bf16 trains under `torch.autocast` on float32 weights (`config.bf16_autocast`, None resolved to: on
+    a GPU without ZeRO) rather than in DeepSpeed's bf16 mode. False when bf16 is off."""
+    if not use_bf16(config):
+        return False
+    if config.bf16_autocast is not None:
+        return config.bf16_autocast
+    return torch.cuda.is_available() and config.zero_stage == 0
+
+
+def learner_clips_gradients(config: LearnerConfig) -> bool:
+    """Whether the learner clips the gradients itself: without ZeRO and without DeepSpeed's bf16 mode, where
+    DeepSpeed would take two kernels per tensor (and record no norm); `torch.nn.utils.clip_grad_norm_` takes a few
+    fused ones and returns the norm. Elsewhere DeepSpeed's optimizer wrapper clips and records the norm."""
+    return config.zero_stage == 0 and (use_bf16_autocast(config) or not use_bf16(config))
+
+
 def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config: ZeRO stage, precision and clipping. The optimizer and schedule are the client's.
 
@@ -55,23 +72,28 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": config.zero_stage}
     if config.zero_stage == 3:
         zero.update(stage3_gather_16bit_weights_on_model_save=False, stage3_param_persistence_threshold=0)
-    return {
+    autocast = use_bf16_autocast(config)
+    ds_config: dict[str, Any] = {
         "train_batch_size": world_size,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
-        "gradient_clipping": config.grad_clip,
+        "gradient_clipping": 0.0 if learner_clips_gradients(config) else config.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": use_bf16(config)},
+        "bf16": {"enabled": use_bf16(config) and not autocast},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
+    if autocast:
+        ds_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    return ds_config
 
 
 def load_model(
     model_path: str, config: LearnerConfig, ds_config: dict[str, Any]
 ) -> tuple[torch.nn.Module, Any]:
-    """Load the causal LM in float32 (DeepSpeed keeps the float32 master copy and casts for bf16).
+    """Load the causal LM in float32 (DeepSpeed's bf16 mode keeps it as the master copy and casts the model; under
+    autocast the model stays float32).
 
     Under ZeRO-3 the weights are partitioned while they load (transformers' `HfDeepSpeedConfig`), so no rank
     ever holds the whole model. Returns the model and that config object, which must stay alive as long as
@@ -161,8 +183,10 @@ def build_optimizer(model: torch.nn.Module, config: LearnerConfig) -> torch.opti
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # one fused kernel per update on a GPU without ZeRO (the parameters are the model's own, all on the GPU)
+    fused = torch.cuda.is_available() and config.zero_stage == 0
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.adam_eps
+        [g for g in groups if g["params"]], lr=config.lr, betas=config.betas, eps=config.adam_eps, fused=fused or None
     )
 
 

@@ -42,9 +42,11 @@ from agent_rl.learner.engine_setup import (
     build_optimizer,
     deepspeed_config,
     ensure_distributed,
+    learner_clips_gradients,
     load_model,
     lr_schedule,
     prepare_model,
+    use_bf16,
 )
 from agent_rl.learner.weights import DEFAULT_BUCKET_NUMEL, full_state_dict, iter_named_weights
 from agent_rl.rollout.samples import TrainingSample
@@ -84,6 +86,7 @@ class Learner:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.model_path = resolve_model_path(str(model)) if isinstance(model, str | os.PathLike) else None
         self._ds_config = deepspeed_config(config, self.world_size)
+        self._clips_gradients = learner_clips_gradients(config)
         if self.model_path is not None:
             module, self._hf_ds_config = load_model(self.model_path, config, self._ds_config)
         else:
@@ -222,7 +225,7 @@ class Learner:
             # DeepSpeed averages gradients over ranks; the loss is already a share of the global sum, so undo that
             self.engine.backward(out.loss * self.world_size, scale_wrt_gas=False)
             self._accumulate(sums, extremes, micro, logps, out, weights, entropy)
-        grad_norm = self._plain_grad_norm()
+        grad_norm = self._clip_gradients()
         self.engine.step()
         self.step += 1
         return grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm())
@@ -306,7 +309,7 @@ class Learner:
 
         reference = copy.deepcopy(module)
         reference.requires_grad_(False).eval()
-        return reference.to(torch.bfloat16) if self._ds_config["bf16"]["enabled"] else reference
+        return reference.to(torch.bfloat16) if use_bf16(self.config) else reference
 
     def _local_micro_batches(
         self, samples: Sequence[TrainingSample], indices: list[int], advantages: list[float]
@@ -422,12 +425,20 @@ class Learner:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _plain_grad_norm(self) -> float | None:
-        """The gradient norm before clipping, for float32 without ZeRO, the one case where DeepSpeed does not record it."""
-        if self.config.zero_stage != 0 or self._ds_config["bf16"]["enabled"]:
-            return None  # DeepSpeed's optimizer wrapper records it: get_global_grad_norm() after the step
-        norms = [p.grad.detach().norm() for p in self.engine.module.parameters() if p.grad is not None]
-        return float(torch.stack(norms).double().norm()) if norms else 0.0
+    def _clip_gradients(self) -> float | None:
+        """Clip the gradients to `grad_clip` and return their norm before clipping, where the learner clips
+        (`learner_clips_gradients`: no ZeRO, no DeepSpeed bf16 mode; the gradients are already averaged over the
+        ranks here). None elsewhere: DeepSpeed's optimizer wrapper clips and records the norm
+        (`get_global_grad_norm()` after the step)."""
+        if not self._clips_gradients:
+            return None
+        params = [p for p in self.engine.module.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm, foreach=True)
+        return float(norm)
 
     def _all_reduce_scalar(self, value: float) -> float:
         tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
