@@ -132,6 +132,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     result["before"] = evaluate(trainer.learner.module, tokenizer, held)
     step_times, rewards, first_ratio = [], [], None
     splits: dict[str, list[float]] = {k: [] for k in (*SPLIT_KEYS, "timing/learner/thread_cpu_s")}
+    components: dict[str, list[float]] = {"reward/correct": [], "reward/format": []}  # the judge's parts, per step
     train_started = time.perf_counter()
     try:
         while time.perf_counter() - train_started < args.budget_s:
@@ -139,6 +140,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             step_times.append(metrics["timing/step_s"])
             rewards.append(metrics["reward/mean"])
             for key, values in splits.items():
+                values.append(metrics.get(key, 0.0))
+            for key, values in components.items():
                 values.append(metrics.get(key, 0.0))
             print(f"step {len(step_times)}: reward {rewards[-1]:.3f}, {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
             if first_ratio is None:
@@ -151,6 +154,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         trainer.close()
     result.update(_summary(step_times, rewards))
+    tenth = max(1, len(step_times) // 10)
+    result["components_first_last_tenth"] = {k: (sum(v[:tenth]) / tenth, sum(v[-tenth:]) / tenth) for k, v in components.items() if v}
     result["first_update_ratio"] = first_ratio
     return result
 
@@ -265,7 +270,7 @@ def report(paths: list[str], write: bool) -> str:
             reward = f"{r['reward_first_tenth']:.2f} → {r['reward_last_tenth']:.2f}" if r.get("reward_first_tenth") is not None else "–"
             batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
             runner = r["runner"] + (" (1 step stale)" if r.get("max_staleness") else "") + (" (compiled)" if r.get("torch_compile") else "")
-                      + (" (DeepSpeed bf16 weights)" if r.get("bf16_weights") else "")
+            runner += " (DeepSpeed bf16 weights)" if r.get("bf16_weights") else ""
             split = r.get("median_split_s")
             phases = " / ".join(f"{split.get(k, 0.0):.3f}" for k in SPLIT_KEYS) if split else "–"
             lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | {phases} | "

@@ -126,6 +126,19 @@ async def test_a_failing_episode_does_not_take_down_the_batch(tokenizer):
     assert "engine failure" in batch.episodes[2].error
 
 
+async def test_the_judges_reward_components_are_averaged_into_metrics(tokenizer):
+    from agent_env.judges.last_number import LastNumberJudge
+
+    # right and boxed, right but unboxed, wrong and boxed, wrong and unboxed
+    engine = ScriptedEngine(tokenizer, ["So \\boxed{12}.", "It is 12", "\\boxed{13}", "13"])
+    env = lambda: agent_env.make("agent_env/Completion-v0", judge=LastNumberJudge(format_weight=0.5))  # noqa: E731
+    batch = await collector(env, engine, tokenizer, max_concurrency=1).collect([TASK], 4)
+    assert sorted(e.reward_components["correct"] + 2 * e.reward_components["format"] for e in batch.episodes) == [0, 1, 2, 3]
+    metrics = batch.metrics()
+    assert metrics["reward/correct"] == 0.5 and metrics["reward/format"] == 0.5
+    assert metrics["reward/mean"] == pytest.approx(0.75)
+
+
 async def test_madness_nonsense_gets_the_madness_reward(tokenizer):
     engine = ScriptedEngine(tokenizer, ["\\boxed{12} " + "la " * 40])
     batch = await collector(lambda: agent_env.make("agent_env/MathAgent-v0"), engine, tokenizer,

@@ -68,6 +68,8 @@ class EpisodeRecord:
     """Times the episode was restarted from its start because its env was lost (`EnvLost`)."""
     env_lost: bool = False
     """The env was lost on the last allowed attempt too: the episode failed and gives no sample."""
+    reward_components: dict[str, float] = field(default_factory=dict)
+    """The judge's named parts of the reward (`JudgeResult.components`, e.g. `correct` and `format`)."""
     samples: list[TrainingSample] = field(default_factory=list)
 
 
@@ -109,6 +111,12 @@ class RolloutBatch:
         }
         metrics.update({f"termination/{reason}": count / n for reason, count in reasons.items()})
         metrics.update({f"madness/{flag}": count / n for flag, count in madness.items()})
+        components: dict[str, list[float]] = {}
+        for episode in self.episodes:
+            for name, value in episode.reward_components.items():
+                components.setdefault(name, []).append(float(value))
+        metrics.update({f"reward/{name}": sum(values) / len(values) for name, values in components.items()
+                        if f"reward/{name}" not in metrics})
         return metrics
 
 
@@ -275,9 +283,10 @@ class RolloutCollector:
         record.termination_reason = info.get("termination_reason", "")
         record.is_success = bool(info.get("is_success", False))
         record.reward = self.madness_reward if record.madness else reward
+        record.reward_components = dict(info.get("reward_components", {}))
         for sample in samples:
             sample.reward = record.reward
-            sample.reward_components = dict(info.get("reward_components", {}))
+            sample.reward_components = dict(record.reward_components)
             sample.is_success = record.is_success
             sample.termination_reason = record.termination_reason
             sample.response_truncated = record.response_truncated
