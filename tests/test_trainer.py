@@ -92,6 +92,39 @@ def test_zero_variance_groups_are_dropped_and_refilled(config_path: Path, tmp_pa
     assert len(samples) == rows[0]["rollout/episodes"] and len({s["group_id"] for s in samples}) == len(samples) // 2
 
 
+def test_an_engine_in_its_own_process_samples_with_the_learners_weights(config_path: Path, tmp_path: Path, worker_port_base: int, monkeypatch):
+    """`rollout.engine_process`: the HF engine runs in a child process; after each step (one step stale) it holds the
+    learner's new weights and samples exactly what the learner's own module samples."""
+    import asyncio
+
+    from agent_rl.engines.base import SamplingParams
+    from agent_rl.engines.hf import HFEngine
+    from agent_rl.engines.process import EngineProcess
+    from agent_rl.trainer import Trainer
+
+    monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 11))
+    config = load_config(config_path, ["ajet.rollout.engine_process=true", "ajet.trainer_common.max_staleness=1"])
+    config.ajet.trainer_common.val_before_train = False
+    trainer = Trainer(config, tmp_path / "launcher_record" / "tiny")
+    try:
+        assert isinstance(trainer.engine, EngineProcess) and not trainer.shares_weights
+        greedy = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+        prompts = [[1, 2, 3], [5, 8, 13, 21]]
+        for _ in range(2):
+            metrics = trainer.step()
+            assert metrics["rollout/episodes"] == 4 and metrics["rollout/failed_episodes"] == 0
+            local = HFEngine(trainer.learner.module, trainer._tokenizer(), seed=0)
+            try:
+                for prompt in prompts:
+                    hosted = trainer.loop.run_until_complete(trainer.engine.generate(prompt, greedy))
+                    assert hosted[0].token_ids == asyncio.run(local.generate(prompt, greedy))[0].token_ids
+            finally:
+                local.close()
+    finally:
+        trainer.close()
+    assert trainer.engine._process.exitcode == 0  # the child closed its engine and exited
+
+
 def test_wandb_run_records_every_step_is_finished_on_ctrl_c_and_continued_by_resume(
         config_path: Path, tmp_path: Path, offline_wandb: Path, worker_port_base: int, monkeypatch):
     """`logger: [wandb]` (offline by default): a W&B run under the run directory holds each step's metrics and is

@@ -344,21 +344,29 @@ class Trainer:
 
             rollout = self.config.ajet.rollout
             separate = self._engine_gpus is not None
-            engine = VLLMEngine(self.config.ajet.model.path, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                                max_model_len=rollout.max_model_len, max_num_seqs=rollout.max_num_seqs, seed=self.seed,
-                                weight_sync="nccl" if separate else "ipc", devices=self._engine_gpus,
-                                enable_sleep_mode=not separate)
-            return engine, False
+            kwargs = dict(gpu_memory_utilization=rollout.gpu_memory_utilization, max_model_len=rollout.max_model_len,
+                          max_num_seqs=rollout.max_num_seqs, seed=self.seed, weight_sync="nccl" if separate else "ipc",
+                          devices=self._engine_gpus, enable_sleep_mode=not separate)
+            if rollout.engine_process:
+                from agent_rl.engines.process import EngineProcess
+
+                return EngineProcess("agent_rl.engines.vllm:VLLMEngine", model=self.config.ajet.model.path, **kwargs), False
+            return VLLMEngine(self.config.ajet.model.path, **kwargs), False
         from agent_rl.engines.hf import HFEngine
 
         module = self.learner.module
-        max_model_len = self.config.ajet.rollout.max_model_len
+        rollout = self.config.ajet.rollout
         own_copy = (self.learner.config.zero_stage == 3 or self.learner.world_size > 1 or self._engine_gpus is not None
-                    or self.config.ajet.trainer_common.max_staleness > 0)
+                    or self.config.ajet.trainer_common.max_staleness > 0 or rollout.engine_process)
         if not own_copy:
-            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=max_model_len), True
-        device = f"cuda:{self._engine_gpus[0]}" if self._engine_gpus is not None else None
-        return HFEngine(self.config.ajet.model.path, device=device, seed=self.seed, max_model_len=max_model_len), False
+            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=rollout.max_model_len), True
+        kwargs = dict(device=f"cuda:{self._engine_gpus[0]}" if self._engine_gpus is not None else None, seed=self.seed,
+                      max_model_len=rollout.max_model_len)
+        if rollout.engine_process:
+            from agent_rl.engines.process import EngineProcess
+
+            return EngineProcess("agent_rl.engines.hf:HFEngine", model=self.config.ajet.model.path, **kwargs), False
+        return HFEngine(self.config.ajet.model.path, **kwargs), False
 
     def _sync_weights(self) -> None:
         if self.shares_weights:

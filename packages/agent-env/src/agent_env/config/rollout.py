@@ -244,6 +244,13 @@ class RolloutConfig(ConfigBlock):
         "process sees them; vLLM runs tensor-parallel over all of them). null: the last GPU. They must not be GPUs "
         "of learner ranks (local ranks 0..nproc-per-node-1).",
     )
+    engine_process: bool = Field(
+        False,
+        description="Build and run the rollout engine in a child process of its own (`agent_rl.engines.process."
+        "EngineProcess`): its per-token Python work (vLLM's front end) then has its own GIL instead of taking the "
+        "learner's, which matters when collection overlaps learning (`trainer_common.max_staleness: 1`). The HF "
+        "engine then loads a copy of the weights in that process. Colocated placement only.",
+    )
 
     @field_validator("agentscope_workflow")
     @classmethod

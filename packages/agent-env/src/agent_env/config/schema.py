@@ -258,6 +258,11 @@ class AjetConfig(ConfigBlock):
             problems.append(("warning", "ajet.rollout.engine_gpus",
                              "is set but ajet.rollout.placement is `colocated`, so it is not used; set placement: separate "
                              "to give the engine its own GPUs."))
+        if rollout.engine_process and rollout.placement == "separate":
+            problems.append(("error", "ajet.rollout.engine_process",
+                             "is true but ajet.rollout.placement is `separate`: an engine on GPUs of its own already runs "
+                             "beside the learner and gets its weights by NCCL broadcast from this process. Set "
+                             "engine_process: false, or placement: colocated."))
         if rollout.agentscope_workflow is None and rollout.env_id is None:
             problems.append(
                 (

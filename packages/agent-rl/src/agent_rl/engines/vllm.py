@@ -210,10 +210,29 @@ class VLLMEngine:
         for layout, flat in buckets:
             torch.cuda.synchronize()  # the copies must be complete before another process reads them
             # the worker has loaded the bucket when this returns, so the buffer may be refilled with the next
-            await self._llm.collective_rpc(LOAD_METHOD, args=(layout, share_cuda_tensor(flat)))
+            await self.load_shared_bucket(layout, share_cuda_tensor(flat))
             del flat
         del buckets  # frees the packing buffer
         torch.cuda.ipc_collect()
+        await self.reset_prefix_cache()
+
+    @property
+    def shared_bucket_spec(self) -> dict[str, Any] | None:
+        """With `weight_sync="ipc"`: the dtype name and bucket size in which another process (`EngineProcess`,
+        hosting this engine) packs the weights it shares through `load_shared_bucket`; else None."""
+        if self._weight_sync != "ipc":
+            return None
+        return {"dtype": str(self._llm.model_config.dtype).removeprefix("torch."), "bucket_bytes": self._bucket_bytes}
+
+    async def load_shared_bucket(self, layout: Any, handle: dict[str, Any]) -> None:
+        """Have the worker load one packed bucket (`pack_buckets`' layout) from its CUDA IPC handle
+        (`share_cuda_tensor`); it has finished reading the bucket when this returns. `reset_prefix_cache()` after
+        the last bucket."""
+        self._check_open()
+        await self._llm.collective_rpc(LOAD_METHOD, args=(layout, handle))
+
+    async def reset_prefix_cache(self) -> None:
+        """Drop the cached prefixes (computed with the old weights)."""
         await self._llm.reset_prefix_cache()
 
     async def _broadcast_weights(self, weights: NamedTensors) -> None:
