@@ -91,7 +91,8 @@ def evaluate(model: Any, tokenizer: Any, tasks: list[Any], batch_size: int = 128
 
 
 def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: int = 8, max_tokens: int = 128,
-                max_staleness: int = 0, torch_compile: bool = False, bf16_weights: bool = False) -> Any:
+                max_staleness: int = 0, torch_compile: bool = False, bf16_weights: bool = False,
+                engine_process: bool = False) -> Any:
     import torch
     from agent_env.config import AgentRLConfig
 
@@ -104,7 +105,8 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: 
         "data": {"train_batch_size": groups, "max_prompt_length": 256, "max_response_length": max_tokens},
         "rollout": {"env_id": "agent_env/Completion-v0", "num_repeat": GROUP_SIZE, "temperature": 1.0,
                     "max_response_length_in_one_turn": max_tokens, "max_env_worker": groups * GROUP_SIZE,
-                    "max_num_seqs": groups * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512},
+                    "max_num_seqs": groups * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 512,
+                    "engine_process": engine_process},
         "task_judge": {"judge_protocol": "agent_env.judges.last_number:LastNumberJudge",
                        "judge_kwargs": {"format_weight": format_weight}},
         "learner": {"lr": lr, "beta": 0.0, "max_tokens_per_micro_batch": micro_batch_tokens, "torch_compile": torch_compile,
@@ -123,7 +125,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from agent_rl.trainer import Trainer
 
     config = ours_config(args.level, args.lr, args.format_weight, args.seed, args.groups, args.max_tokens, args.max_staleness,
-                         args.torch_compile, args.bf16_weights)
+                         args.torch_compile, args.bf16_weights, args.engine_process)
     held = heldout_tasks(args.level, args.heldout)
     started = time.perf_counter()
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="learn_arithmetic_")) / "run")
@@ -271,6 +273,7 @@ def report(paths: list[str], write: bool) -> str:
             batch = f"{r.get('groups', 8)}×{GROUP_SIZE}, ≤{r.get('max_tokens', 128)} tok"
             runner = r["runner"] + (" (1 step stale)" if r.get("max_staleness") else "") + (" (compiled)" if r.get("torch_compile") else "")
             runner += " (DeepSpeed bf16 weights)" if r.get("bf16_weights") else ""
+            runner += " (engine process)" if r.get("engine_process") else ""
             split = r.get("median_split_s")
             phases = " / ".join(f"{split.get(k, 0.0):.3f}" for k in SPLIT_KEYS) if split else "–"
             lines.append(f"| {runner} | {r['engine']} | {r['level']} | {batch} | {r['format_weight']} | {r['budget_s']:.0f} | {r['steps']} | {step} | {phases} | "
@@ -297,6 +300,8 @@ def main() -> None:
     parser.add_argument("--max-staleness", type=int, choices=(0, 1), default=0,
                         help="ours only: 1 collects step k+1 while step k trains (one step stale, TIS-corrected)")
     parser.add_argument("--torch-compile", action="store_true", help="ours only: the learner's compiled decoder layers")
+    parser.add_argument("--engine-process", action="store_true",
+                        help="ours only: the rollout engine in a process of its own (rollout.engine_process)")
     parser.add_argument("--bf16-weights", action="store_true",
                         help="ours only: DeepSpeed's bf16 mode (bf16 weights, float32 master copy) instead of the GPU default, "
                              "float32 weights under bf16 autocast")
@@ -314,11 +319,11 @@ def main() -> None:
     if torch.cuda.is_available():
         os.environ.setdefault("BENCH_GPU_NAME", torch.cuda.get_device_name(0))
 
-    if args.runner == "trl" and (args.max_staleness or args.torch_compile or args.bf16_weights):
-        parser.error("--max-staleness, --torch-compile and --bf16-weights are options of our trainer (--runner ours).")
+    if args.runner == "trl" and (args.max_staleness or args.torch_compile or args.bf16_weights or args.engine_process):
+        parser.error("--max-staleness, --torch-compile, --bf16-weights and --engine-process are options of our trainer (--runner ours).")
     result = {"runner": args.runner, "level": args.level, "budget_s": args.budget_s, "lr": args.lr, "groups": args.groups,
               "max_tokens": args.max_tokens, "max_staleness": args.max_staleness, "torch_compile": args.torch_compile,
-              "bf16_weights": args.bf16_weights,
+              "bf16_weights": args.bf16_weights, "engine_process": args.engine_process,
               "format_weight": args.format_weight, "heldout": args.heldout, "machine": machine_description()}
     result.update((run_ours if args.runner == "ours" else run_trl)(args))
     text = json.dumps(result, indent=1)
