@@ -87,6 +87,18 @@ def test_an_error_in_the_child_comes_back_with_its_traceback_and_the_engine_serv
     assert len(asyncio.run(greedy_tokens(hosted, PROMPTS[:1]))[0]) == 8
 
 
+def test_a_cancelled_call_is_cancelled_in_the_child_which_serves_on(hosted):
+    async def cancel_a_long_call():
+        long = asyncio.ensure_future(hosted.generate([1, 2, 3], SamplingParams(max_tokens=100_000, ignore_eos=True)))
+        await asyncio.sleep(0.5)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        return await asyncio.wait_for(greedy_tokens(hosted, PROMPTS[:1]), timeout=120)
+
+    assert len(asyncio.run(cancel_a_long_call())[0]) == 8
+
+
 def test_a_failing_build_is_raised_by_the_constructor():
     with pytest.raises(EngineProcessError, match="Building agent_rl.engines.hf:HFEngine"):
         EngineProcess("agent_rl.engines.hf:HFEngine", model="/nonexistent/model-dir", device="cpu")

@@ -9,8 +9,8 @@ completions, one message each way per `generate`.
 
 Calls travel over a `multiprocessing` pipe as `(call_id, method, args, kwargs)`; the child runs them concurrently
 on its own event loop and answers `(kind, call_id, value)`. A thread here reads the answers and resolves the
-waiting coroutines on their own loops, so calls may come from any thread and any event loop. An error inside the
-child comes back as `EngineProcessError` carrying the child's traceback; if the child dies, pending and later
+waiting coroutines on their own loops, so calls may come from any thread and any event loop; a cancelled call is
+cancelled in the child too. An error inside the child comes back as `EngineProcessError` carrying the child's traceback; if the child dies, pending and later
 calls raise `EngineClosedError` naming its exit code.
 
 Weights: an engine that loads buckets shared by CUDA IPC (`VLLMEngine` with `weight_sync="ipc"`, which says so
@@ -37,7 +37,7 @@ from agent_rl.engines.base import Completion, EngineClosedError, NamedTensors, S
 logger = logging.getLogger("agent_rl")
 
 _READY, _RESULT, _ERROR = "ready", "result", "error"
-_CLOSE = "close"
+_CLOSE, _CANCEL = "close", "cancel"
 _SERIALIZED_UPDATE = "_update_weights_from_bytes"
 
 
@@ -128,7 +128,17 @@ class EngineProcess:
             with self._pending_lock:
                 self._pending.pop(call_id, None)
             raise EngineClosedError(f"The engine process is gone ({self._exit_note()}); create a new engine.") from error
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:  # cancel it in the child too (vLLM then aborts the request)
+            with self._pending_lock:
+                self._pending.pop(call_id, None)
+            try:
+                with self._send_lock:
+                    self._conn.send((call_id, _CANCEL, (), {}))
+            except (OSError, ValueError):
+                pass
+            raise
 
     async def _update_shared_buckets(self, weights: NamedTensors) -> None:
         import torch
@@ -241,6 +251,7 @@ def _serve(engine_ref: str, engine_kwargs: dict[str, Any], conn: Any) -> None:
     }))
     send_lock = threading.Lock()
     closing = loop.create_future()
+    running: dict[int, asyncio.Task[None]] = {}
 
     def answer(message: tuple[str, int, Any]) -> None:
         with send_lock:
@@ -255,8 +266,12 @@ def _serve(engine_ref: str, engine_kwargs: dict[str, Any], conn: Any) -> None:
                 if inspect.isawaitable(result):
                     result = await result
             message = (_RESULT, call_id, result)
+        except asyncio.CancelledError:  # the caller cancelled: nobody waits for an answer
+            return
         except Exception as error:  # noqa: BLE001 - every failure goes back to the caller
             message = (_ERROR, call_id, _describe(error))
+        finally:
+            running.pop(call_id, None)
         try:
             answer(message)
         except (OSError, ValueError):  # the parent is gone
@@ -271,7 +286,14 @@ def _serve(engine_ref: str, engine_kwargs: dict[str, Any], conn: Any) -> None:
             if method == _CLOSE:
                 loop.call_soon_threadsafe(lambda: closing.done() or closing.set_result(None))
                 return
-            loop.call_soon_threadsafe(loop.create_task, run(call_id, method, args, kwargs))
+            loop.call_soon_threadsafe(dispatch, call_id, method, args, kwargs)
+
+    def dispatch(call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if method == _CANCEL:
+            if (task := running.get(call_id)) is not None:
+                task.cancel()
+            return
+        running[call_id] = loop.create_task(run(call_id, method, args, kwargs))
 
     threading.Thread(target=read, name="agent-rl-engine-calls", daemon=True).start()
     loop.run_until_complete(closing)
