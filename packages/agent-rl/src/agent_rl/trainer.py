@@ -326,7 +326,7 @@ class Trainer:
     def _build_engine(self) -> tuple[Any, bool]:
         """Rank 0's rollout engine (other ranks have none) and whether it shares the learner's module: vLLM on a
         GPU (when installed), else the HF engine, which generates with the learner's own module when it can (one
-        rank, ZeRO < 3, colocated, no staleness) and with a copy of its own otherwise."""
+        rank, ZeRO < 3, colocated, no staleness, no `rollout.engine_process`) and with a copy of its own otherwise."""
         import torch
 
         if not self.ranks.is_main:
@@ -339,34 +339,35 @@ class Trainer:
                 choice = "vllm" if torch.cuda.is_available() else "hf"
             except ImportError:
                 choice = "hf"
-        if choice == "vllm":
-            from agent_rl.engines.vllm import VLLMEngine
-
-            rollout = self.config.ajet.rollout
-            separate = self._engine_gpus is not None
-            kwargs = dict(gpu_memory_utilization=rollout.gpu_memory_utilization, max_model_len=rollout.max_model_len,
-                          max_num_seqs=rollout.max_num_seqs, seed=self.seed, weight_sync="nccl" if separate else "ipc",
-                          devices=self._engine_gpus, enable_sleep_mode=not separate)
-            if rollout.engine_process:
-                from agent_rl.engines.process import EngineProcess
-
-                return EngineProcess("agent_rl.engines.vllm:VLLMEngine", model=self.config.ajet.model.path, **kwargs), False
-            return VLLMEngine(self.config.ajet.model.path, **kwargs), False
-        from agent_rl.engines.hf import HFEngine
-
-        module = self.learner.module
         rollout = self.config.ajet.rollout
+        if choice == "vllm":
+            separate = self._engine_gpus is not None
+            engine = self._new_engine("agent_rl.engines.vllm:VLLMEngine", gpu_memory_utilization=rollout.gpu_memory_utilization,
+                                      max_model_len=rollout.max_model_len, max_num_seqs=rollout.max_num_seqs, seed=self.seed,
+                                      weight_sync="nccl" if separate else "ipc", devices=self._engine_gpus,
+                                      enable_sleep_mode=not separate)
+            return engine, False
         own_copy = (self.learner.config.zero_stage == 3 or self.learner.world_size > 1 or self._engine_gpus is not None
                     or self.config.ajet.trainer_common.max_staleness > 0 or rollout.engine_process)
         if not own_copy:
-            return HFEngine(module, self._tokenizer(), seed=self.seed, max_model_len=rollout.max_model_len), True
-        kwargs = dict(device=f"cuda:{self._engine_gpus[0]}" if self._engine_gpus is not None else None, seed=self.seed,
-                      max_model_len=rollout.max_model_len)
-        if rollout.engine_process:
+            from agent_rl.engines.hf import HFEngine
+
+            return HFEngine(self.learner.module, self._tokenizer(), seed=self.seed, max_model_len=rollout.max_model_len), True
+        device = f"cuda:{self._engine_gpus[0]}" if self._engine_gpus is not None else None
+        engine = self._new_engine("agent_rl.engines.hf:HFEngine", device=device, seed=self.seed,
+                                  max_model_len=rollout.max_model_len)
+        return engine, False
+
+    def _new_engine(self, engine: str, **kwargs: Any) -> Any:
+        """The engine class `engine` names, on the run's model: here, or in a process of its own with
+        `rollout.engine_process` (`EngineProcess`)."""
+        from agent_env.loading import load_object
+
+        if self.config.ajet.rollout.engine_process:
             from agent_rl.engines.process import EngineProcess
 
-            return EngineProcess("agent_rl.engines.hf:HFEngine", model=self.config.ajet.model.path, **kwargs), False
-        return HFEngine(self.config.ajet.model.path, **kwargs), False
+            return EngineProcess(engine, model=self.config.ajet.model.path, **kwargs)
+        return load_object(engine)(self.config.ajet.model.path, **kwargs)
 
     def _sync_weights(self) -> None:
         if self.shares_weights:

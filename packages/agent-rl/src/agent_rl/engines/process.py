@@ -32,7 +32,13 @@ import traceback
 import weakref
 from typing import Any
 
-from agent_rl.engines.base import Completion, EngineClosedError, NamedTensors, SamplingParams, iter_named_tensors
+from agent_rl.engines.base import (
+    Completion,
+    EngineClosedError,
+    NamedTensors,
+    SamplingParams,
+    iter_named_tensors,
+)
 
 logger = logging.getLogger("agent_rl")
 
@@ -143,19 +149,15 @@ class EngineProcess:
     async def _update_shared_buckets(self, weights: NamedTensors) -> None:
         import torch
 
-        from agent_rl.engines.vllm_weight_sync import share_cuda_tensor
-        from agent_rl.engines.weight_broadcast import pack_buckets
+        from agent_rl.engines.vllm_weight_sync import share_weights_in_buckets
 
         assert self._shared_buckets is not None
         dtype = getattr(torch, self._shared_buckets["dtype"])
-        device = torch.device("cuda", torch.cuda.current_device())
-        buckets = pack_buckets(iter_named_tensors(weights), dtype, device, int(self._shared_buckets["bucket_bytes"]))
-        for layout, flat in buckets:
-            torch.cuda.synchronize()  # the copies must be complete before another process reads them
-            await self.call("load_shared_bucket", layout, share_cuda_tensor(flat))  # loaded when it returns
-            del flat
-        del buckets
-        torch.cuda.ipc_collect()
+
+        async def load(layout: Any, handle: dict[str, Any]) -> None:
+            await self.call("load_shared_bucket", layout, handle)  # loaded when it returns
+
+        await share_weights_in_buckets(iter_named_tensors(weights), dtype, int(self._shared_buckets["bucket_bytes"]), load)
         await self.call("reset_prefix_cache")
 
     def _wait_ready(self, engine: str, timeout_s: float) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from agent_rl.engines.vllm_weight_sync import (
     LOAD_METHOD,
     RECEIVE_BUCKET_METHOD,
     WORKER_EXTENSION,
-    share_cuda_tensor,
+    share_weights_in_buckets,
 )
 from agent_rl.engines.weight_broadcast import DEFAULT_BUCKET_BYTES, pack_buckets
 
@@ -197,23 +197,14 @@ class VLLMEngine:
         up the NCCL group with them. Each tensor is copied as soon as it is taken, so
         `Learner.named_weights()` (ZeRO-3: every rank iterates) can be passed as is.
         """
-        import torch
-
         self._check_open()
         if self._weight_sync == "nccl":
             await self._broadcast_weights(weights)
             return
         if self._weight_sync != "ipc":
             raise RuntimeError("This VLLMEngine was created with weight_sync='none'; use weight_sync='ipc' or 'nccl'.")
-        device = torch.device("cuda", torch.cuda.current_device())
-        buckets = pack_buckets(iter_named_tensors(weights), self._llm.model_config.dtype, device, self._bucket_bytes)
-        for layout, flat in buckets:
-            torch.cuda.synchronize()  # the copies must be complete before another process reads them
-            # the worker has loaded the bucket when this returns, so the buffer may be refilled with the next
-            await self.load_shared_bucket(layout, share_cuda_tensor(flat))
-            del flat
-        del buckets  # frees the packing buffer
-        torch.cuda.ipc_collect()
+        dtype = self._llm.model_config.dtype
+        await share_weights_in_buckets(iter_named_tensors(weights), dtype, self._bucket_bytes, self.load_shared_bucket)
         await self.reset_prefix_cache()
 
     @property

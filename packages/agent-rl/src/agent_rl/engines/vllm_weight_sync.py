@@ -20,6 +20,7 @@ This module imports only torch; vLLM imports it inside its worker process.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import torch
@@ -61,6 +62,27 @@ def share_cuda_tensor(tensor: torch.Tensor) -> dict[str, Any]:
         "event_handle": event_handle,
         "event_sync": bool(event_sync),
     }
+
+
+async def share_weights_in_buckets(
+    weights: Iterable[tuple[str, torch.Tensor]],
+    dtype: torch.dtype,
+    bucket_bytes: int,
+    load_bucket: Callable[[Any, dict[str, Any]], Awaitable[Any]],
+) -> None:
+    """Pack `weights`, cast to `dtype`, into flat buckets of about `bucket_bytes` on the current GPU and await
+    `load_bucket(layout, handle)` for each, the bucket shared as one CUDA IPC handle (`share_cuda_tensor`).
+    `load_bucket` must return once the receiver has read the bucket: the buffer is refilled with the next one."""
+    from agent_rl.engines.weight_broadcast import pack_buckets
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    buckets = pack_buckets(weights, dtype, device, bucket_bytes)
+    for layout, flat in buckets:
+        torch.cuda.synchronize()  # the copies must be complete before another process reads them
+        await load_bucket(layout, share_cuda_tensor(flat))
+        del flat
+    del buckets  # frees the packing buffer
+    torch.cuda.ipc_collect()
 
 
 def open_cuda_tensor(shared: dict[str, Any], device: torch.device) -> torch.Tensor:

@@ -56,11 +56,17 @@ def use_bf16_autocast(config: LearnerConfig) -> bool:
     return torch.cuda.is_available() and config.zero_stage == 0
 
 
+def deepspeed_bf16(config: LearnerConfig) -> bool:
+    """Whether bf16 trains in DeepSpeed's bf16 mode (bf16 weights and gradients, a float32 master copy in its
+    optimizer wrapper): bf16 on, not under autocast."""
+    return use_bf16(config) and not use_bf16_autocast(config)
+
+
 def learner_clips_gradients(config: LearnerConfig) -> bool:
     """Whether the learner clips the gradients itself: without ZeRO and without DeepSpeed's bf16 mode, where
-    DeepSpeed would take two kernels per tensor (and record no norm); `torch.nn.utils.clip_grad_norm_` takes a few
-    fused ones and returns the norm. Elsewhere DeepSpeed's optimizer wrapper clips and records the norm."""
-    return config.zero_stage == 0 and (use_bf16_autocast(config) or not use_bf16(config))
+    DeepSpeed would take two kernels per tensor (and record no norm); `get_total_norm` and `clip_grads_with_norm_`
+    take a few fused ones. Elsewhere DeepSpeed's optimizer wrapper clips and records the norm."""
+    return config.zero_stage == 0 and not deepspeed_bf16(config)
 
 
 def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
@@ -72,19 +78,18 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": config.zero_stage}
     if config.zero_stage == 3:
         zero.update(stage3_gather_16bit_weights_on_model_save=False, stage3_param_persistence_threshold=0)
-    autocast = use_bf16_autocast(config)
     ds_config: dict[str, Any] = {
         "train_batch_size": world_size,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": 0.0 if learner_clips_gradients(config) else config.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": use_bf16(config) and not autocast},
+        "bf16": {"enabled": deepspeed_bf16(config)},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
-    if autocast:
+    if use_bf16_autocast(config):
         ds_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return ds_config
 
