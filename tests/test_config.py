@@ -316,6 +316,14 @@ def test_num_repeat_one_is_a_warning_not_an_error(tmp_path):
     assert "GRPO compares the episodes of one task" in str(warnings[0])
 
 
+def test_autocast_without_bf16_is_a_warning_and_engine_process_with_separate_placement_an_error(tmp_path):
+    config = load_config(write_config(tmp_path, MINIMAL), ["ajet.learner.bf16=false", "ajet.learner.bf16_autocast=true"])
+    warnings = [n for n in config.notices() if n.level == "warning"]
+    assert [n.key for n in warnings] == ["ajet.learner.bf16_autocast"] and "nothing to autocast" in str(warnings[0])
+    with pytest.raises(ConfigError, match="engine_process"):
+        load_config(write_config(tmp_path, MINIMAL), ["ajet.rollout.engine_process=true", "ajet.rollout.placement=separate"])
+
+
 def test_reader_block_for_another_type_is_reported_unused(tmp_path):
     path = write_config(
         tmp_path, MINIMAL + "  task_reader:\n    huggingface_dat_repo:\n      dataset_path: gsm8k\n"

@@ -258,6 +258,10 @@ class AjetConfig(ConfigBlock):
             problems.append(("warning", "ajet.rollout.engine_gpus",
                              "is set but ajet.rollout.placement is `colocated`, so it is not used; set placement: separate "
                              "to give the engine its own GPUs."))
+        if self.learner.bf16_autocast and self.learner.bf16 is False:
+            problems.append(("warning", "ajet.learner.bf16_autocast",
+                             "is true but ajet.learner.bf16 is false, so the learner trains in float32 and there is "
+                             "nothing to autocast; set bf16: true (or null) to train in bf16 under autocast."))
         if rollout.engine_process and rollout.placement == "separate":
             problems.append(("error", "ajet.rollout.engine_process",
                              "is true but ajet.rollout.placement is `separate`: an engine on GPUs of its own already runs "
