@@ -116,6 +116,10 @@ def ours_config(level: str, lr: float, format_weight: float, seed: int, groups: 
     }})
 
 
+CURVE_KEYS = ("reward/correct", "reward/format", "tokens/response_mean", "learner/entropy")
+"""Per-step metrics whose course the result records as ten means (`curves_by_tenth`): the judge's two parts (does
+the format take off, and when?), the response length and the policy's entropy (does the answer style collapse?)."""
+
 SPLIT_KEYS = ("timing/rollout_s", "timing/rollout_wait_s", "timing/learn_s", "timing/sync_s")
 """A step's phases: collection (with `--max-staleness 1` it runs while the previous step trains), the time the
 step waited for it, learning, weight sync."""
@@ -134,7 +138,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     result["before"] = evaluate(trainer.learner.module, tokenizer, held)
     step_times, rewards, first_ratio = [], [], None
     splits: dict[str, list[float]] = {k: [] for k in (*SPLIT_KEYS, "timing/learner/thread_cpu_s")}
-    components: dict[str, list[float]] = {"reward/correct": [], "reward/format": []}  # the judge's parts, per step
+    curves: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}  # per step
     train_started = time.perf_counter()
     try:
         while time.perf_counter() - train_started < args.budget_s:
@@ -143,7 +147,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             rewards.append(metrics["reward/mean"])
             for key, values in splits.items():
                 values.append(metrics.get(key, 0.0))
-            for key, values in components.items():
+            for key, values in curves.items():
                 values.append(metrics.get(key, 0.0))
             print(f"step {len(step_times)}: reward {rewards[-1]:.3f}, {step_times[-1]:.2f} s", file=sys.stderr, flush=True)
             if first_ratio is None:
@@ -156,8 +160,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         trainer.close()
     result.update(_summary(step_times, rewards))
-    tenth = max(1, len(step_times) // 10)
-    result["components_first_last_tenth"] = {k: (sum(v[:tenth]) / tenth, sum(v[-tenth:]) / tenth) for k, v in components.items() if v}
+    result["curves_by_tenth"] = {key: _by_tenth(values) for key, values in curves.items() if values}
     result["first_update_ratio"] = first_ratio
     return result
 
@@ -247,6 +250,13 @@ def _has_vllm() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _by_tenth(values: list[float]) -> list[float]:
+    """Means of `values` over ten consecutive, near-equal slices (fewer when there are fewer than ten values)."""
+    slices = min(10, len(values))
+    bounds = [round(i * len(values) / slices) for i in range(slices + 1)]
+    return [statistics.fmean(values[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:

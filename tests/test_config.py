@@ -454,3 +454,37 @@ def test_tutorial_dataset_path_spellings():
     assert args(dataset_path="openai/gsm8k") == ("openai/gsm8k", "main")
     assert args(dataset_path="openai/gsm8k", dataset_name="socratic") == ("openai/gsm8k", "socratic")
     assert args(dataset_path="/data/my_set") == ("/data/my_set", None)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_config_loads(path):
+    config = load_config(path)
+    assert config.ajet.project_name == path.stem
+
+
+def test_the_gpu_arithmetic_example_trains_what_the_benchmark_measured(monkeypatch):
+    """examples/arithmetic/arithmetic_gpu.yaml is the settings of learn_arithmetic.py's format run (RESULTS.md)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES.parent / "benchmarks"))
+    import learn_arithmetic
+
+    example = load_config(EXAMPLES / "arithmetic" / "arithmetic_gpu.yaml").ajet.model_dump()
+    measured = learn_arithmetic.ours_config("easy", lr=2e-5, format_weight=0.1, seed=0, groups=8, max_tokens=128,
+                                            max_staleness=1, engine_process=True).ajet.model_dump()
+    # What a run of the example may do differently: its name, length, validation, checkpoints, logs, the engine
+    # named (the benchmark's `auto` picks vLLM on a GPU), and the micro-batch the benchmark sizes for a CPU here.
+    differs = {("project_name",), ("task_reader", "arithmetic", "num_validation"), ("rollout", "engine"),
+               ("trainer_common", "total_training_steps"), ("trainer_common", "test_freq"),
+               ("trainer_common", "save_freq"), ("trainer_common", "val_before_train"), ("trainer_common", "logger"),
+               ("learner", "max_tokens_per_micro_batch")}
+
+    def leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+        if isinstance(tree, dict):
+            return {key: value for name, sub in tree.items() for key, value in leaves(sub, (*prefix, name)).items()}
+        return {prefix: tree}
+
+    mine, theirs = leaves(example), leaves(measured)
+    assert {k: mine[k] for k in mine if k not in differs} == {k: theirs[k] for k in theirs if k not in differs}
+    assert example["rollout"]["engine"] == "vllm" and example["learner"]["max_tokens_per_micro_batch"] == 32768
