@@ -378,6 +378,30 @@ def test_the_learner_clips_the_gradients_it_steps_on_and_reports_their_norm_befo
 
 
 @pytest.mark.slow
+def test_bf16_autocast_under_zero_2_and_3_trains_like_without_zero(tiny_model):
+    # autocast is the default only without ZeRO; asked for under ZeRO, DeepSpeed runs it (`torch_autocast`) on
+    # float32 weights and its ZeRO optimizer clips, and the numbers stay those of the learner without ZeRO
+    float32 = Learner(tiny_model, LearnerConfig(bf16=False, max_tokens_per_micro_batch=150))
+    float32_logprobs = float32.compute_logprobs(make_batch())
+    runs = {}
+    for stage in (0, 2, 3):
+        learner = Learner(tiny_model, LearnerConfig(bf16=True, bf16_autocast=True, zero_stage=stage, lr=1e-3,
+                                                    max_tokens_per_micro_batch=150, grad_clip=1.0))
+        assert next(learner.module.parameters()).dtype == torch.float32
+        assert learner._ds_config["gradient_clipping"] == (0.0 if stage == 0 else 1.0)
+        samples = make_batch()
+        logprobs = learner.compute_logprobs(samples)
+        steps = [learner.train_step(with_engine_logprobs(learner, samples)) for _ in range(2)]
+        assert steps[0]["learner/ratio/min"] == steps[0]["learner/ratio/max"] == 1.0
+        runs[stage] = logprobs, [m["learner/loss"] for m in steps], [m["learner/grad_norm"] for m in steps]
+    for stage in (2, 3):
+        assert runs[stage][0] == runs[0][0]  # the same bf16 forward pass
+        assert runs[stage][1] == pytest.approx(runs[0][1], rel=1e-2)
+        assert runs[stage][2] == pytest.approx(runs[0][2], rel=1e-2)
+    assert float32_logprobs != runs[0][0]  # and bf16 it is: without autocast the same weights score differently
+
+
+@pytest.mark.slow
 def test_kl_to_a_frozen_copy_of_the_initial_weights(tiny_model):
     learner = Learner(tiny_model, LearnerConfig(bf16=False, lr=1e-2, beta=0.1))
     samples = with_engine_logprobs(learner, make_batch(seed=4))
