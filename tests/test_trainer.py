@@ -125,6 +125,29 @@ def test_an_engine_in_its_own_process_samples_with_the_learners_weights(config_p
     assert trainer.engine._process.exitcode == 0  # the child closed its engine and exited
 
 
+def test_zero3_on_one_rank_trains_and_the_hf_engine_gets_whole_weights(config_path: Path, tmp_path: Path, worker_port_base: int, monkeypatch):
+    """Under ZeRO-3 the learner's weights are partitioned, so the HF engine loads a copy of its own; that copy is
+    whole (transformers' ZeRO-3 switch is off again once the learner has loaded), and it gets the gathered weights."""
+    import torch
+    from agent_rl.trainer import Trainer
+
+    monkeypatch.setenv("MASTER_PORT", str(worker_port_base + 13))
+    config = load_config(config_path, ["ajet.learner.zero_stage=3"])
+    config.ajet.trainer_common.val_before_train = False
+    trainer = Trainer(config, tmp_path / "launcher_record" / "tiny")
+    try:
+        assert not trainer.shares_weights
+        assert all(p.numel() == 0 for p in trainer.learner.module.parameters())  # partitioned (one rank: all off-module)
+        metrics = trainer.step()
+        assert metrics["rollout/episodes"] == 4 and metrics["rollout/failed_episodes"] == 0
+        gathered = trainer.learner.state_dict_for_sync()
+        engine_weights = trainer.engine.model.state_dict()
+        assert gathered.keys() <= engine_weights.keys()
+        assert all(torch.equal(engine_weights[name].detach().cpu(), tensor) for name, tensor in gathered.items())
+    finally:
+        trainer.close()
+
+
 def test_wandb_run_records_every_step_is_finished_on_ctrl_c_and_continued_by_resume(
         config_path: Path, tmp_path: Path, offline_wandb: Path, worker_port_base: int, monkeypatch):
     """`logger: [wandb]` (offline by default): a W&B run under the run directory holds each step's metrics and is

@@ -94,28 +94,30 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     return ds_config
 
 
-def load_model(
-    model_path: str, config: LearnerConfig, ds_config: dict[str, Any]
-) -> tuple[torch.nn.Module, Any]:
+def load_model(model_path: str, config: LearnerConfig, ds_config: dict[str, Any]) -> torch.nn.Module:
     """Load the causal LM in float32 (DeepSpeed's bf16 mode keeps it as the master copy and casts the model; under
     autocast the model stays float32).
 
     Under ZeRO-3 the weights are partitioned while they load (transformers' `HfDeepSpeedConfig`), so no rank
-    ever holds the whole model. Returns the model and that config object, which must stay alive as long as
-    the model does (None below ZeRO-3).
+    ever holds the whole model. That switch is global in transformers, so it is on only while this model loads:
+    a later `from_pretrained` in the process (the HF engine's own copy of the weights, another learner) loads
+    whole weights again.
     """
     from transformers import AutoModelForCausalLM
 
-    hf_ds_config = None
-    if config.zero_stage == 3:
-        from transformers.integrations import HfDeepSpeedConfig
-
-        hf_ds_config = HfDeepSpeedConfig(ds_config)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if config.attn_implementation is not None:
         kwargs["attn_implementation"] = config.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    return model, hf_ds_config
+    if config.zero_stage != 3:
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    switch = HfDeepSpeedConfig(ds_config)  # noqa: F841 (transformers holds it by a weak reference while it lives)
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    finally:
+        unset_hf_deepspeed_config()
 
 
 def prepare_model(model: torch.nn.Module, config: LearnerConfig) -> torch.nn.Module:

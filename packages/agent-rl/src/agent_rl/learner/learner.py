@@ -87,10 +87,7 @@ class Learner:
         self.model_path = resolve_model_path(str(model)) if isinstance(model, str | os.PathLike) else None
         self._ds_config = deepspeed_config(config, self.world_size)
         self._clips_gradients = learner_clips_gradients(config)
-        if self.model_path is not None:
-            module, self._hf_ds_config = load_model(self.model_path, config, self._ds_config)
-        else:
-            module, self._hf_ds_config = model, None
+        module = load_model(self.model_path, config, self._ds_config) if self.model_path is not None else model
         reference = self._reference_model(module) if config.beta != 0.0 and config.lora is None else None
         module = prepare_model(module, config)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
