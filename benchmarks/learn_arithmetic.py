@@ -27,6 +27,7 @@ tokens, with `transformers` `generate` on the trained weights. `lenient` = the l
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -256,7 +257,7 @@ def _by_tenth(values: list[float]) -> list[float]:
     """Means of `values` over ten consecutive, near-equal slices (fewer when there are fewer than ten values)."""
     slices = min(10, len(values))
     bounds = [round(i * len(values) / slices) for i in range(slices + 1)]
-    return [statistics.fmean(values[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:
