@@ -400,6 +400,22 @@ def test_unknown_override_key_errors_like_a_yaml_key(tmp_path):
     ]
 
 
+def test_a_check_across_a_blocks_keys_names_the_overrides_it_is_about(tmp_path):
+    overrides = ("ajet.learner.lr=1e-3", "ajet.learner.lora={r: 4}", "ajet.learner.zero_stage=3", "ajet.rollout.temperature=0.5")
+    (problem,) = problems_of(write_config(tmp_path, MINIMAL), overrides)
+    assert problem.startswith("ajet.learner: LoRA with ZeRO-3 is not supported")
+    assert problem.endswith("(set by override `ajet.learner.lora={r: 4}`, `ajet.learner.zero_stage=3`)")
+
+
+def test_dr_grpo_divides_by_the_runs_response_length_unless_told_otherwise(tmp_path):
+    path = write_config(tmp_path, MINIMAL)
+    dr_grpo = "ajet.learner.loss_aggregation=dr_grpo"
+    assert load_config(path, (dr_grpo, "ajet.data.max_response_length=77")).ajet.learner.max_response_length == 77
+    assert load_config(path, (dr_grpo,)).ajet.learner.max_response_length == load_config(path).ajet.data.max_response_length
+    assert load_config(path, (dr_grpo, "ajet.learner.max_response_length=50")).ajet.learner.max_response_length == 50
+    assert load_config(path).ajet.learner.max_response_length is None  # only dr_grpo needs one
+
+
 def test_malformed_overrides(tmp_path):
     path = write_config(tmp_path, MINIMAL)
     assert problems_of(path, ("ajet.rollout.temperature",)) == [

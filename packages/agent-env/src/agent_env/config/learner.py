@@ -153,7 +153,7 @@ class LearnerConfig(ConfigBlock):
     max_response_length: int | None = Field(
         None,
         ge=1,
-        description="The constant length that 'dr_grpo' divides by: the most tokens a response may have (the rollout's max_response_length).",
+        description="The constant length that 'dr_grpo' divides by: the most tokens a response may have. In a run's config it defaults to `ajet.data.max_response_length`.",
     )
     tis_cap: float | None = Field(
         2.0,
@@ -186,7 +186,7 @@ class LearnerConfig(ConfigBlock):
     def _check(self) -> LearnerConfig:
         if self.loss_aggregation == "dr_grpo" and self.max_response_length is None:
             raise ValueError(
-                "loss_aggregation 'dr_grpo' divides by a constant length: set max_response_length (the rollout's max_response_length)."
+                "loss_aggregation 'dr_grpo' divides by a constant length: set max_response_length (the most tokens a response may have)."
             )
         if self.lora is not None and self.zero_stage == 3:
             raise ValueError(

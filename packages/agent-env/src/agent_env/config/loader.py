@@ -292,9 +292,9 @@ def _problems(
         message = text
     else:
         message = f"{error['msg'].replace('Input should be', 'must be')}, got {value!r}."
-    source = _override_for(str_loc, overrides)
-    if source is not None:
-        message += f" (set by override `{source}`)"
+    sources = _overrides_for(str_loc, overrides, message)
+    if sources:
+        message += f" (set by override {', '.join(f'`{s}`' for s in sources)})"
     return [ConfigProblem(key, message, line)]
 
 
@@ -303,9 +303,16 @@ def _literal_choices(error: Any) -> list[str]:
     return [part.strip().strip("'") for part in expected.replace(" or ", ", ").split(",") if part.strip()]
 
 
-def _override_for(loc: tuple[str, ...], overrides: Sequence[str]) -> str | None:
-    for override in reversed(overrides):
-        parts = tuple(override.partition("=")[0].strip().split("."))
-        if loc[: len(parts)] == parts or parts[: len(loc)] == loc:
-            return override
-    return None
+def _overrides_for(loc: tuple[str, ...], overrides: Sequence[str], message: str) -> list[str]:
+    """The overrides behind a problem at `loc`: the last one that set this key or a block above it; for a problem
+    with a whole block (a check across its keys), those of its overrides whose key the message names, else all
+    of them."""
+    keyed = [(tuple(o.partition("=")[0].strip().split(".")), o) for o in overrides]
+    for parts, override in reversed(keyed):
+        if loc[: len(parts)] == parts:
+            return [override]
+    inside = [(parts, override) for parts, override in keyed if parts[: len(loc)] == loc]
+    named = [override for parts, override in inside if re.search(rf"\b{re.escape(parts[-1])}\b", message)]
+    return named or [override for _, override in inside]
+
+

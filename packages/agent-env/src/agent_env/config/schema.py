@@ -225,6 +225,17 @@ class AjetConfig(ConfigBlock):
         "`total_steps` the training length, unless set here.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dr_grpo_length_follows_data(cls, values: Any) -> Any:
+        # 'dr_grpo' divides by the most tokens a response may have: unless set, ajet.data.max_response_length
+        learner, data = (values.get(key) if isinstance(values, dict) else None for key in ("learner", "data"))
+        if isinstance(learner, dict) and learner.get("loss_aggregation") == "dr_grpo" and learner.get("max_response_length") is None:
+            length = data.get("max_response_length") if isinstance(data, dict) else getattr(data, "max_response_length", None)
+            default = DataConfig.model_fields["max_response_length"].default
+            values = {**values, "learner": {**learner, "max_response_length": default if length is None else length}}
+        return values
+
     @model_validator(mode="after")
     def _learner_follows_rollout(self) -> AjetConfig:
         # The learner scores the distribution the engine samples from: unless set, its temperature is the rollout's.
