@@ -196,3 +196,22 @@ def test_repetition_loop_matches_its_definition_on_random_and_looping_sequences(
         cases.append(noise() + pattern * repeats + pattern[: rng.randint(0, period)] + noise())
     for ids in cases:
         assert is_repetition_loop(ids) == by_definition(ids), ids
+
+
+def test_the_renderer_renders_a_groups_first_prompt_once_and_hands_out_copies(tokenizer, monkeypatch):
+    from agent_rl.chat_template import render_prompt_ids
+    from agent_rl.rollout import tokens
+
+    renderer = TemplateRenderer(tokenizer)
+    messages, tools = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "What is 7 + 5?"}], _math_tools()
+    expected = render_prompt_ids(tokenizer, renderer.template, messages, tools)
+    calls = []
+    monkeypatch.setattr(tokens, "render_prompt_ids", lambda *args: calls.append(args) or render_prompt_ids(*args))
+    first = renderer.prompt_ids(messages, tools)
+    first.append(-1)  # the collector extends its prompts: the cached ids must not change
+    assert renderer.prompt_ids(messages, tools) == expected and len(calls) == 1
+    assert renderer.prompt_ids(messages, []) != expected and len(calls) == 2  # other tools: another prompt
+    monkeypatch.setattr(tokens, "PROMPT_CACHE_SIZE", 2)
+    for n in range(3):
+        renderer.prompt_ids([{"role": "user", "content": f"What is {n} + 1?"}], [])
+    assert len(renderer._rendered) == 2

@@ -3,6 +3,8 @@ the template's rendering of what came after — never a re-tokenization of what 
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any
 
 from agent_rl.chat_template import (
@@ -11,6 +13,9 @@ from agent_rl.chat_template import (
     render_prompt_ids,
     render_suffix_ids,
 )
+
+PROMPT_CACHE_SIZE = 1024
+"""First prompts a renderer keeps rendered (a batch's tasks, each rendered once for all of its episodes)."""
 
 
 class HistoryRewritten(Exception):
@@ -27,10 +32,25 @@ class TemplateRenderer:
         self.tokenizer = tokenizer
         self.template = get_chat_template(tokenizer, chat_template)
         self.end_of_turn_id = tokenizer.eos_token_id
+        self._rendered: OrderedDict[str, tuple[int, ...]] = OrderedDict()  # the conversation as JSON → its ids
 
     def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
-        """The ids of a whole conversation, ending with the generation prompt of the next assistant turn."""
-        return render_prompt_ids(self.tokenizer, self.template, messages, tools)
+        """The ids of a whole conversation, ending with the generation prompt of the next assistant turn.
+
+        The episodes of a group start from the same conversation, so the last `PROMPT_CACHE_SIZE` are kept
+        rendered (keyed by their JSON, key order included, which the template may render)."""
+        try:
+            key = json.dumps([messages, tools], ensure_ascii=False)
+        except (TypeError, ValueError):  # content that is not plain JSON (objects of the agent's own): no cache
+            return render_prompt_ids(self.tokenizer, self.template, messages, tools)
+        ids = self._rendered.get(key)
+        if ids is None:
+            ids = self._rendered[key] = tuple(render_prompt_ids(self.tokenizer, self.template, messages, tools))
+            if len(self._rendered) > PROMPT_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        else:
+            self._rendered.move_to_end(key)
+        return list(ids)
 
     def continuation_ids(
         self,
