@@ -121,3 +121,14 @@ def test_a_dead_child_fails_pending_and_later_calls_with_engine_closed():
     engine.close()  # twice is fine
     with pytest.raises(EngineClosedError, match="closed"):
         asyncio.run(engine.generate([1, 2, 3], GREEDY))
+
+
+def test_close_sees_the_child_exit_while_the_answer_reader_sees_the_pipe_end(caplog):
+    # the child's exit ends the pipe and the process at once; only close() may reap it (two threads reaping a child
+    # race, and the loser took a dead child for a live one: "did not exit within 60 s", then terminate())
+    for _ in range(3):
+        engine = EngineProcess("agent_rl.engines.hf:HFEngine", model=tiny_random_model_dir(), device="cpu", seed=0)
+        assert asyncio.run(engine.generate([1, 2, 3], GREEDY))[0].token_ids
+        engine.close()
+        assert engine._process.exitcode == 0
+    assert "did not exit" not in caplog.text

@@ -27,6 +27,7 @@ import io
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import threading
 import traceback
 import weakref
@@ -70,7 +71,11 @@ class EngineProcess:
         self._process.start()
         child_conn.close()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _stop_child, self._process, self._conn)
+        # multiprocessing's waits on a child are not thread-safe: two threads reaping it race (one of them then
+        # sees a dead child as alive), so every look at its state takes this lock
+        self._reap_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one message at a time on the pipe, the closing one included
+        self._finalizer = weakref.finalize(self, _stop_child, self._process, self._conn, self._reap_lock, self._send_lock)
         try:
             ready = self._wait_ready(engine, start_timeout_s)
         except BaseException:
@@ -80,7 +85,6 @@ class EngineProcess:
         self._shared_buckets: dict[str, Any] | None = ready.get("shared_buckets")
         self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self._pending_lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._ids = itertools.count()
         self._reader = threading.Thread(target=self._read_answers, name="agent-rl-engine-answers", daemon=True)
         self._reader.start()
@@ -164,7 +168,7 @@ class EngineProcess:
         waited = 0.0
         while not self._conn.poll(1.0):
             waited += 1.0
-            if not self._process.is_alive():
+            if self._exit_note() != "still running":
                 raise EngineClosedError(f"The engine process building {engine} exited ({self._exit_note()}) before it was ready.")
             if waited >= timeout_s:
                 raise TimeoutError(f"The engine process did not build {engine} within {timeout_s:.0f} s; raise start_timeout_s.")
@@ -189,7 +193,7 @@ class EngineProcess:
             loop, future = entry
             outcome = value if kind == _RESULT else EngineProcessError(value)
             _resolve_threadsafe(loop, future, outcome, failed=kind != _RESULT)
-        self._process.join(timeout=5)
+        multiprocessing.connection.wait([self._process.sentinel], timeout=5)  # its exit, without reaping it
         with self._pending_lock:
             pending, self._pending = list(self._pending.values()), {}
         if pending:
@@ -198,7 +202,8 @@ class EngineProcess:
                 _resolve_threadsafe(loop, future, EngineClosedError(f"The engine process ended ({note})."), failed=True)
 
     def _exit_note(self) -> str:
-        code = self._process.exitcode
+        with self._reap_lock:
+            code = self._process.exitcode
         return "still running" if code is None else f"exit code {code}"
 
 
@@ -217,13 +222,22 @@ def _resolve_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[
         pass
 
 
-def _stop_child(process: multiprocessing.process.BaseProcess, conn: Any) -> None:
+def _stop_child(process: multiprocessing.process.BaseProcess, conn: Any, reap_lock: threading.Lock,
+                send_lock: threading.Lock) -> None:
     """Ask the child to close its engine and exit; terminate it if it does not within 60 s."""
+    with reap_lock:
+        _stop_locked(process, conn, send_lock)
+
+
+def _stop_locked(process: multiprocessing.process.BaseProcess, conn: Any, send_lock: threading.Lock) -> None:
     if process.is_alive():
-        try:
-            conn.send((None, _CLOSE, (), {}))
-        except (OSError, ValueError):
-            pass
+        if send_lock.acquire(timeout=30):  # not in the middle of another message (weights can take seconds)
+            try:
+                conn.send((None, _CLOSE, (), {}))
+            except (OSError, ValueError):
+                pass
+            finally:
+                send_lock.release()
         process.join(timeout=60)
         if process.is_alive():
             logger.warning("The engine process did not exit within 60 s of close(); terminating it.")
