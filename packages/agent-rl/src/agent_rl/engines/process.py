@@ -193,16 +193,18 @@ class EngineProcess:
             loop, future = entry
             outcome = value if kind == _RESULT else EngineProcessError(value)
             _resolve_threadsafe(loop, future, outcome, failed=kind != _RESULT)
-        multiprocessing.connection.wait([self._process.sentinel], timeout=5)  # its exit, without reaping it
         with self._pending_lock:
             pending, self._pending = list(self._pending.values()), {}
         if pending:
-            note = "it was closed" if self._closed else self._exit_note()
+            note = "it was closed" if self._closed else self._exit_note(wait_s=5.0)
             for loop, future in pending:
                 _resolve_threadsafe(loop, future, EngineClosedError(f"The engine process ended ({note})."), failed=True)
 
-    def _exit_note(self) -> str:
+    def _exit_note(self, wait_s: float = 0.0) -> str:
+        """How the child stands: "still running" or its exit code (waiting up to `wait_s` for it to exit)."""
         with self._reap_lock:
+            if multiprocessing.connection.wait([self._process.sentinel], timeout=wait_s):
+                self._process.join(timeout=5)  # it has exited: reap it (the sentinel closes just before it can be)
             code = self._process.exitcode
         return "still running" if code is None else f"exit code {code}"
 
