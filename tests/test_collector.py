@@ -207,11 +207,11 @@ def test_the_renderer_renders_a_groups_first_prompt_once_and_hands_out_copies(to
     expected = render_prompt_ids(tokenizer, renderer.template, messages, tools)
     calls = []
     monkeypatch.setattr(tokens, "render_prompt_ids", lambda *args: calls.append(args) or render_prompt_ids(*args))
-    first = renderer.prompt_ids(messages, tools)
+    first = renderer.first_prompt_ids(messages, tools)
     first.append(-1)  # the collector extends its prompts: the cached ids must not change
-    assert renderer.prompt_ids(messages, tools) == expected and len(calls) == 1
-    assert renderer.prompt_ids(messages, []) != expected and len(calls) == 2  # other tools: another prompt
+    assert renderer.first_prompt_ids(messages, tools) == expected and len(calls) == 1
+    assert renderer.first_prompt_ids(messages, []) != expected and len(calls) == 2  # other tools: another prompt
     monkeypatch.setattr(tokens, "PROMPT_CACHE_SIZE", 2)
     for n in range(3):
-        renderer.prompt_ids([{"role": "user", "content": f"What is {n} + 1?"}], [])
+        renderer.first_prompt_ids([{"role": "user", "content": f"What is {n} + 1?"}], [])
     assert len(renderer._rendered) == 2

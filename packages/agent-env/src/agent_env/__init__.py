@@ -9,9 +9,9 @@ Importing the package registers the built-in env ids (strings only) and nothing 
 their modules on first use, so `import agent_env` stays fast (agentscope alone takes seconds to import).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from agent_env.loading import lazy_exports
 from agent_env.registration import make, register_builtin_envs
 
 _EXPORTS = {
@@ -63,17 +63,7 @@ if TYPE_CHECKING:
     from agent_env.workflow import Workflow
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agent_env' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
 
 
 register_builtin_envs()

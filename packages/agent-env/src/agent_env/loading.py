@@ -39,12 +39,13 @@ import importlib.util
 import re
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-__all__ = ["ALIASES", "LoadError", "ObjectSpec", "load_object", "parse_spec"]
+__all__ = ["ALIASES", "LoadError", "ObjectSpec", "lazy_exports", "load_object", "parse_spec"]
 
 ALIASES: dict[str, str] = {
     "tutorial.example_math_agent.math_answer_as_judge->MathAnswerAsJudge": "agent_env.judges.math:MathAnswerAsJudge",
@@ -88,6 +89,29 @@ class ObjectSpec:
     target: str
     attr: str
     kind: Literal["module", "file"]
+
+
+def lazy_exports(
+    package: str, exports: Mapping[str, str], names: Sequence[str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's `__getattr__` and `__dir__` for names that load their module on first use: `exports` maps each
+    lazy name to its module, and the value is kept in the package once loaded; `dir()` lists `names`.
+
+        __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return list(names)
+
+    return __getattr__, __dir__
 
 
 def parse_spec(spec: str) -> ObjectSpec:

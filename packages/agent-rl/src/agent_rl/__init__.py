@@ -9,8 +9,9 @@ and the engines `HFEngine` and `VLLMEngine` with their `SamplingParams` and `Com
 modules on first use, so `import agent_rl` imports neither torch nor vLLM.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agent_env.loading import lazy_exports
 
 _EXPORTS = {
     "Completion": "agent_rl.engines.base",
@@ -48,14 +49,4 @@ if TYPE_CHECKING:
     from agent_rl.trainer import Trainer, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agent_rl' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -314,5 +314,3 @@ def _overrides_for(loc: tuple[str, ...], overrides: Sequence[str], message: str)
     inside = [(parts, override) for parts, override in keyed if parts[: len(loc)] == loc]
     named = [override for parts, override in inside if re.search(rf"\b{re.escape(parts[-1])}\b", message)]
     return named or [override for _, override in inside]
-
-

@@ -4,8 +4,9 @@
 `transformers` nor `vllm`.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agent_env.loading import lazy_exports
 
 from agent_rl.engines.base import (
     Completion,
@@ -34,8 +35,4 @@ if TYPE_CHECKING:
     from agent_rl.engines.vllm import VLLMEngine
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -232,7 +232,9 @@ class RolloutCollector:
                     record.fallbacks += 1
                     sample = None
             if sample is None:
-                prompt_ids = renderer.prompt_ids(messages, tools)
+                # an episode's first prompt is its group's (rendered once); one after a history rewrite is its own
+                first = not kept and not record.dropped_samples
+                prompt_ids = (renderer.first_prompt_ids if first else renderer.prompt_ids)(messages, tools)
                 if len(prompt_ids) > limits.max_prompt_length or len(prompt_ids) >= limits.max_model_len:
                     result = await env.atruncate("context_overflow")
                     break

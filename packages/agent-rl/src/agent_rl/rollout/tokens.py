@@ -32,20 +32,23 @@ class TemplateRenderer:
         self.tokenizer = tokenizer
         self.template = get_chat_template(tokenizer, chat_template)
         self.end_of_turn_id = tokenizer.eos_token_id
-        self._rendered: OrderedDict[str, tuple[int, ...]] = OrderedDict()  # the conversation as JSON → its ids
+        self._rendered: OrderedDict[str, tuple[int, ...]] = OrderedDict()  # a first conversation as JSON → its ids
 
     def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
-        """The ids of a whole conversation, ending with the generation prompt of the next assistant turn.
+        """The ids of a whole conversation, ending with the generation prompt of the next assistant turn."""
+        return render_prompt_ids(self.tokenizer, self.template, messages, tools)
 
-        The episodes of a group start from the same conversation, so the last `PROMPT_CACHE_SIZE` are kept
-        rendered (keyed by their JSON, key order included, which the template may render)."""
+    def first_prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
+        """`prompt_ids` of an episode's first conversation. The episodes of a group start from the same one, so the
+        last `PROMPT_CACHE_SIZE` are kept rendered (keyed by their JSON, key order included, which the template
+        may render)."""
         try:
             key = json.dumps([messages, tools], ensure_ascii=False)
         except (TypeError, ValueError):  # content that is not plain JSON (objects of the agent's own): no cache
-            return render_prompt_ids(self.tokenizer, self.template, messages, tools)
+            return self.prompt_ids(messages, tools)
         ids = self._rendered.get(key)
         if ids is None:
-            ids = self._rendered[key] = tuple(render_prompt_ids(self.tokenizer, self.template, messages, tools))
+            ids = self._rendered[key] = tuple(self.prompt_ids(messages, tools))
             if len(self._rendered) > PROMPT_CACHE_SIZE:
                 self._rendered.popitem(last=False)
         else:
