@@ -1,37 +1,19 @@
 """`agent-env demo`: the tutorial's math agent env played by a scripted policy (no model needed).
 
-The policy does what a good model would: it calls the python tool to compute the expression in the question,
-then answers with the tool's output in `\\boxed{}`. Every third episode it answers wrong on purpose, so the
-judge's 0 shows up too.
+The policy (`agent_env.policies.scripted_math_policy`) does what a good model would: it calls the python tool to
+compute the expression in the question, then answers with the tool's output in `\\boxed{}`. Every third episode it
+answers wrong on purpose, so the judge's 0 shows up too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import time
 
 from agent_env.messages import render_conversation
+from agent_env.policies import scripted_math_policy
 from agent_env.registration import make
-
-_EXPRESSION = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)")
-_STDOUT = re.compile(r"<stdout>(.*?)</stdout>", re.DOTALL)
-
-
-def scripted_math_policy(obs: dict, wrong: bool = False) -> str:
-    """A completion for the math agent's current observation: a python tool call, then a boxed answer."""
-    last = obs["messages"][-1]
-    if last["role"] == "tool":
-        found = _STDOUT.search(last["content"])
-        value = found.group(1).strip() if found else "0"
-        if wrong:
-            value = str(int(value) + 1) if value.lstrip("-").isdigit() else value + "1"
-        return f"The python tool printed {value}, so the answer is \\boxed{{{value}}}."
-    found = _EXPRESSION.search(last["content"])
-    code = f"print({found.group(1)} {found.group(2)} {found.group(3)})" if found else "print(0)"
-    return "I will compute it with python.\n<tool_call>" + json.dumps({"name": "execute_python_code", "arguments": {"code": code}}) + "</tool_call>"
 
 
 async def _play(env_id: str, episodes: int, seed: int, show: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 _KEEP_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
@@ -72,3 +74,49 @@ def render_conversation(messages: list[dict[str, Any]], width: int = 100) -> str
         for call in message.get("tool_calls", []) or []:
             lines.append(f"→ {call['function']['name']}({call['function']['arguments']})")
     return "\n".join(lines) + "\n"
+
+
+_RETURNCODE = re.compile(r"<returncode>(-?\d+)</returncode>")
+_STDOUT = re.compile(r"<stdout>(.*?)</stdout>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """What the tools did in one conversation, counted from its messages.
+
+    calls: tool calls the assistant wrote (parsed or not).
+    ran: tool results that show the tool ran and gave something back: for the python tool (a result with a
+        `<returncode>`), return code 0 and non-empty stdout; for other tools, any result that is not an error.
+    parse_errors: results saying the call did not parse (`ToolCallParseError`).
+    failed: results of calls that parsed but failed: a python run with a non-zero return code (an exception, a
+        timeout, a sandbox limit), or another tool's error (e.g. `FunctionNotFoundError` for an unknown tool).
+    """
+
+    calls: int = 0
+    ran: int = 0
+    parse_errors: int = 0
+    failed: int = 0
+
+
+def tool_use(messages: list[dict[str, Any]]) -> ToolUse:
+    """Count the tool calls in `messages` and what came of them (see `ToolUse`)."""
+    calls = sum(len(m.get("tool_calls") or []) for m in messages if m.get("role") == "assistant")
+    ran = parse_errors = failed = 0
+    for message in messages:
+        if message.get("role") != "tool":
+            continue
+        text = content_text(message.get("content")).strip()
+        code = _RETURNCODE.search(text)
+        if text.startswith("ToolCallParseError"):
+            parse_errors += 1
+        elif code is not None:
+            stdout = _STDOUT.search(text)
+            if int(code.group(1)) != 0:
+                failed += 1
+            elif stdout is not None and stdout.group(1).strip():
+                ran += 1
+        elif re.match(r"\w*Error\b", text):
+            failed += 1
+        else:
+            ran += 1
+    return ToolUse(calls, ran, parse_errors, failed)

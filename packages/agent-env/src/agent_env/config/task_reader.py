@@ -127,10 +127,11 @@ class DatasetFileReaderConfig(JsonlDatasetFileReaderConfig):
 class ArithmeticReaderConfig(ConfigBlock):
     """The built-in, seeded arithmetic problems (no files, no network); `easy` and `mix` match the TRL anchor."""
 
-    level: Literal["easy", "mix", "hard"] = Field(
+    level: Literal["easy", "mix", "hard", "calculator"] = Field(
         "easy",
         description="Difficulty: `easy` = a ± b with 1 ≤ a, b ≤ 20; `mix` = two-digit a ± b and one-by-two-digit "
-        "a × b; `hard` = three operands with parentheses, e.g. (a + b) × c (see `agent_env.tasks.arithmetic`).",
+        "a × b; `hard` = three operands with parentheses, e.g. (a + b) × c; `calculator` = problems that need a "
+        "tool: 3-4 digit products, sums of 4-digit numbers, powers, remainders (see `agent_env.tasks.arithmetic`).",
     )
     num_train: int = Field(4000, ge=1, description="Number of training problems.")
     num_validation: int = Field(256, ge=1, description="Number of held-out validation problems.")

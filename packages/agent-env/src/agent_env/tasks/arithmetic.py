@@ -8,6 +8,11 @@ Levels (every operand drawn uniformly from the closed range shown, with one `ran
 - ``hard``: three operands with parentheses, ``(a p b) q c`` or ``a q (b p c)`` (each form half the time),
   ``p ∈ {+, -}`` on two operands from ``[10, 99]``; ``q ∈ {+, -, *}``; the operand ``q`` brings is from
   ``[10, 99]`` for ``±`` and from ``[2, 9]`` for ``*``. Answers lie in ``[-801, 1782]``.
+- ``calculator``: problems a small model cannot do in its head but one line of Python can, written with Python's
+  operators so that the question is the code: a quarter each (in expectation) of ``a * b`` with
+  ``a, b ∈ [100, 9999]``; sums of 3 to 5 operands from ``[1000, 9999]``; ``a ** k`` with ``a ∈ [11, 99]``,
+  ``k ∈ [3, 6]``; ``a % m`` with ``a ∈ [10000, 999999]``, ``m ∈ [7, 97]``. Used to teach an agent its python
+  tool (``examples/tool_use/``).
 
 ``easy`` and ``mix`` reproduce ``make(n, seed)`` of ``shared/anchors/trl_grpo_arithmetic.py`` exactly
 (same draws in the same order, same phrasing ``"What is {a} {op} {b}?"``, same system prompt `SYS`, answers as
@@ -26,8 +31,8 @@ from agent_env.types import Task
 SYS = "Solve the problem. Put the final answer in \\boxed{}."
 """The anchor's system prompt, word for word."""
 
-Level = Literal["easy", "mix", "hard"]
-LEVELS: tuple[str, ...] = ("easy", "mix", "hard")
+Level = Literal["easy", "mix", "hard", "calculator"]
+LEVELS: tuple[str, ...] = ("easy", "mix", "hard", "calculator")
 
 SPLIT_SEEDS: dict[str, int] = {"train": 1, "validation": 2}
 """Default seed per split (the anchor's: train = make(4000, 1), held-out = make(256, 2))."""
@@ -65,7 +70,24 @@ def draw_problem(rng: random.Random, level: str) -> tuple[str, int]:
         if rng.random() < 0.5:
             return f"What is ({x} {inner_op} {y}) {outer_op} {z}?", _binary(inner, outer_op, z)
         return f"What is {z} {outer_op} ({x} {inner_op} {y})?", _binary(z, outer_op, inner)
+    if level == "calculator":
+        return _calculator_problem(rng)
     raise ValueError(f"Unknown arithmetic level {level!r}; use one of {', '.join(LEVELS)}.")
+
+
+def _calculator_problem(rng: random.Random) -> tuple[str, int]:
+    form = rng.choice(("product", "sum", "power", "remainder"))
+    if form == "product":
+        a, b = rng.randint(100, 9999), rng.randint(100, 9999)
+        return f"What is {a} * {b}?", a * b
+    if form == "sum":
+        terms = [rng.randint(1000, 9999) for _ in range(rng.randint(3, 5))]
+        return f"What is {' + '.join(map(str, terms))}?", sum(terms)
+    if form == "power":
+        a, k = rng.randint(11, 99), rng.randint(3, 6)
+        return f"What is {a} ** {k}?", a**k
+    a, m = rng.randint(10000, 999999), rng.randint(7, 97)
+    return f"What is {a} % {m}?", a % m
 
 
 def generate(level: str, n: int, seed: int) -> list[tuple[str, str]]:
@@ -85,7 +107,7 @@ class ArithmeticTasks(Sequence[Task]):
     ``metadata = {"answer": "<integer as a string>", "level": level}``.
 
     Args:
-        level: ``easy``, ``mix`` or ``hard`` (see the module docstring for the ranges).
+        level: ``easy``, ``mix``, ``hard`` or ``calculator`` (see the module docstring for the ranges).
         split: ``train`` or ``validation`` (``test``, ``val`` and ``eval`` mean ``validation``).
         n: number of problems; default 4000 for train, 256 for validation.
         seed: seed of the split's `random.Random`; default 1 for train, 2 for validation (the anchor's).

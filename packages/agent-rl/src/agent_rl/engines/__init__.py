@@ -1,4 +1,5 @@
-"""Inference engines: the `InferenceEngine` protocol, its data types, and the HF and vLLM engines.
+"""Inference engines: the `InferenceEngine` protocol, its data types, the HF and vLLM engines, and `ScriptedEngine`
+(completions written by a policy, for demonstrations and baselines).
 
 `HFEngine` and `VLLMEngine` are imported on first use, so importing this package loads neither
 `transformers` nor `vllm`.
@@ -17,7 +18,7 @@ from agent_rl.engines.base import (
     SamplingParams,
 )
 
-_LAZY = {"HFEngine": "agent_rl.engines.hf", "VLLMEngine": "agent_rl.engines.vllm"}
+_LAZY = {"HFEngine": "agent_rl.engines.hf", "VLLMEngine": "agent_rl.engines.vllm", "ScriptedEngine": "agent_rl.engines.scripted"}
 
 __all__ = [
     "Completion",
@@ -27,11 +28,13 @@ __all__ = [
     "InferenceEngine",
     "NamedTensors",
     "SamplingParams",
+    "ScriptedEngine",
     "VLLMEngine",
 ]
 
 if TYPE_CHECKING:
     from agent_rl.engines.hf import HFEngine
+    from agent_rl.engines.scripted import ScriptedEngine
     from agent_rl.engines.vllm import VLLMEngine
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent_env.env import AgentEnv
+from agent_env.messages import ToolUse, tool_use
 from agent_env.types import Task
 
 from agent_rl.engines.base import InferenceEngine, SamplingParams
+from agent_rl.engines.scripted import ScriptedEngine
 from agent_rl.rollout.madness import check_completion
 from agent_rl.rollout.samples import TrainingSample
 from agent_rl.rollout.tokens import HistoryRewritten, TemplateRenderer
@@ -70,6 +72,8 @@ class EpisodeRecord:
     """The env was lost on the last allowed attempt too: the episode failed and gives no sample."""
     reward_components: dict[str, float] = field(default_factory=dict)
     """The judge's named parts of the reward (`JudgeResult.components`, e.g. `correct` and `format`)."""
+    tools: ToolUse = field(default_factory=ToolUse)
+    """Tool calls in the episode's final conversation and what came of them."""
     samples: list[TrainingSample] = field(default_factory=list)
 
 
@@ -101,11 +105,16 @@ class RolloutBatch:
             "rollout/turns_mean": sum(e.num_turns for e in episodes) / n,
             "rollout/response_truncated_frac": sum(e.response_truncated for e in episodes) / n,
             "rollout/tool_call_errors_per_episode": sum(e.tool_call_errors for e in episodes) / n,
+            "rollout/tool_call_rate": sum(e.tools.calls > 0 for e in episodes) / n,
+            "rollout/tool_ran_rate": sum(e.tools.ran > 0 for e in episodes) / n,
+            "rollout/tool_calls_per_episode": sum(e.tools.calls for e in episodes) / n,
+            "rollout/tool_failures_per_episode": sum(e.tools.failed for e in episodes) / n,
             "rollout/env_lost_restarts": float(sum(e.env_restarts for e in self.episodes)),
             "rollout/env_lost_episodes": float(sum(e.env_lost for e in self.episodes)),
             "tokens/generated": float(generated),
             "tokens/prompt": float(sum(len(s.prompt_ids) for s in samples)),
             "tokens/response_mean": sum(len(s.response_ids) for s in samples) / max(1, len(samples)),
+            "tokens/inserted_mean": sum(len(s.response_ids) - s.num_trained_tokens for s in samples) / max(1, len(samples)),
             "tokens/generated_per_s": generated / self.elapsed_s if self.elapsed_s > 0 else 0.0,
             "timing/rollout_s": self.elapsed_s,
         }
@@ -256,7 +265,10 @@ class RolloutCollector:
                 break
             max_tokens = min(limits.max_response_length_in_one_turn, room_in_response, room_in_sequence)
             turn_seed = None if seed is None else seed * 131 + record.num_turns
-            completion = (await self.engine.generate(sample.prompt_ids + sample.response_ids, replace(params, n=1, max_tokens=max_tokens, seed=turn_seed)))[0]
+            if isinstance(self.engine, ScriptedEngine):  # a policy answers the observation itself
+                completion = self.engine.respond(obs, max_tokens)
+            else:
+                completion = (await self.engine.generate(sample.prompt_ids + sample.response_ids, replace(params, n=1, max_tokens=max_tokens, seed=turn_seed)))[0]
             sample.append(completion.token_ids, trained=True, logprobs=completion.logprobs)
             record.num_turns += 1
             sampled_end_of_turn = renderer.ends_turn(completion.token_ids)
@@ -286,6 +298,7 @@ class RolloutCollector:
         record.is_success = bool(info.get("is_success", False))
         record.reward = self.madness_reward if record.madness else reward
         record.reward_components = dict(info.get("reward_components", {}))
+        record.tools = tool_use(obs["messages"])
         for sample in samples:
             sample.reward = record.reward
             sample.reward_components = dict(record.reward_components)
