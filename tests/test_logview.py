@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import os
@@ -66,6 +68,91 @@ def _tool_call_step(sample: dict) -> dict:
                      {"role": "tool", "tool_call_id": "call_0", "name": "execute_python_code", "content": "stdout: 13"},
                      {"role": "assistant", "content": "The answer is \\boxed{13}."}],
     }
+
+
+PRODUCT, DIVISION = "What is 1600 * 1490?", "What is 7 // 0?"
+
+
+def _python_call(code: str, text: str = "") -> str:
+    """A completion that calls the python tool, written as the Hermes chat template renders a tool call."""
+    return text + "<tool_call>\n" + json.dumps({"name": "execute_python_code", "arguments": {"code": code}}) + "\n</tool_call>"
+
+
+TOOL_SCRIPTS = {
+    PRODUCT: [_python_call("print(1600 * 1490)"), "The python tool printed 2384000, so the answer is \\boxed{2384000}."],
+    DIVISION: [_python_call("x = 7\nprint(x // 0)", "I will run it.\n"),
+               'Again.\n<tool_call>{"name": "execute_python_code", "arguments": {"code": "print(1}</tool_call>',
+               "It cannot be computed: \\boxed{0}."],
+}
+"""Each task's completions, turn by turn: a tool call that runs, then the answer; a tool call that fails, one that does
+not parse, then an answer after the agent's "maximum iterations" message."""
+
+
+class _ScriptedTurns:
+    """An inference engine that writes each task's turns from `TOOL_SCRIPTS`: it finds the task's question in the prompt
+    and answers with that task's next completion (tokenized, then the end-of-turn token)."""
+
+    max_model_len = 8192
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.turns = {question: iter(texts) for question, texts in TOOL_SCRIPTS.items()}
+
+    async def generate(self, prompt_ids, params):
+        from agent_rl.engines.base import Completion
+
+        prompt = self.tokenizer.decode(prompt_ids)
+        (question,) = [q for q in self.turns if q in prompt]
+        text = next(self.turns[question])
+        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        return [Completion(ids, [-0.5] * len(ids), "stop", text)]
+
+
+def _play_tool_episodes() -> list:
+    """Two episodes of the math agent env (sandboxed python tool, judge, chat template) played by the real collector
+    with `_ScriptedTurns`: the samples training writes to `trajectories/step_N.jsonl`, without a model."""
+    import agent_env
+    from agent_env import Task
+    from agent_rl.embedded_model import resolve_model_path
+    from agent_rl.engines.base import SamplingParams
+    from agent_rl.rollout.collector import RolloutCollector
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(TINY))
+    tasks = [Task(main_query=PRODUCT, task_id="calc-product", metadata={"answer": "2384000"}),
+             Task(main_query=DIVISION, task_id="calc-division", metadata={"answer": "undefined"})]
+    collector = RolloutCollector(lambda: agent_env.make("agent_env/MathAgent-v0"), _ScriptedTurns(tokenizer), tokenizer,
+                                 SamplingParams())
+    batch = asyncio.run(collector.collect(tasks, num_repeat=1))
+    assert [e.error for e in batch.episodes] == [None, None]
+    return batch.samples
+
+
+TOOL_EPISODES = Path(__file__).with_name("logview_tool_episodes.jsonl")
+"""`_play_tool_episodes()` as written to a trajectory file (playing them takes ~15 s of imports; regenerate with
+`uv run python tests/test_logview.py`)."""
+
+
+@pytest.fixture
+def tool_run(tmp_path: Path) -> Path:
+    """A run directory whose step 0 holds the two tool episodes of `TOOL_EPISODES`."""
+    run = tmp_path / "launcher_record" / "tool_use"
+    (run / "trajectories").mkdir(parents=True)
+    shutil.copy(TOOL_EPISODES, run / "trajectories" / "step_0.jsonl")
+    (run / "config.yaml").write_text(f"ajet:\n  model:\n    path: {TINY}\n")
+    return run
+
+
+def _turn_token_counts(samples: list[dict]) -> list[tuple[int, int]]:
+    """(trained, inserted) tokens per turn, read off the loss masks: each run of 1s, then the 0s after it."""
+    counts: list[list[int]] = []
+    for sample in samples:
+        for trained, run in itertools.groupby(sample["loss_mask"]):
+            if trained:
+                counts.append([len(list(run)), 0])
+            else:
+                counts[-1][1] += len(list(run))
+    return [tuple(c) for c in counts]
 
 
 def _read_url(process: subprocess.Popen, timeout_s: float) -> str:
@@ -186,8 +273,71 @@ def test_a_person_sees_curves_steps_conversation_and_tokens_of_a_debug_run(tmp_p
         page.wait_for_selector(".tool-call")
         assert "execute_python_code" in page.inner_text(".tool-call")
         assert "print(9 + 4)" in page.inner_text(".tool-call")
-        assert "stdout: 13" in page.inner_text(".message.tool")
-        assert "max_turns" in page.inner_text(".episode-head")
+        assert "stdout: 13" in page.inner_text(".tool-call .tool-result")
+        assert "max_turns" in page.inner_text(".episode-summary")
+        assert errors == []
+        browser.close()
+
+
+def test_a_person_reads_a_tool_episode_turn_by_turn(tool_run, tmp_path):
+    sync_playwright = _browser_or_skip()
+    from agent_cli.logview import start_logview
+
+    samples = [json.loads(line) for line in (tool_run / "trajectories" / "step_0.jsonl").read_text().splitlines()]
+    product = [s for s in samples if s["task_id"] == "calc-product"]
+    division = [s for s in samples if s["task_id"] == "calc-division"]
+    product_row, division_row = (f'tr.episode-row[data-episode="{episode[0]["episode_id"]}"]' for episode in (product, division))
+    with start_logview(tool_run) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+
+        # a tool call that ran: its code as code, its stdout under it, and the turns' trained/inserted tokens
+        page.click(product_row)
+        page.wait_for_selector(".turn[data-turn]")
+        assert page.locator(f"{product_row} td").nth(6).inner_text() == "1/1"  # tool calls that ran / all
+        assert page.inner_text(".episode-summary") == "2 turns · 1 tool call · 1 ran (return code 0) · reward 1 · finished"
+        assert page.locator(".turn[data-turn]").count() == 2
+        assert [page.inner_text(f'.turn[data-turn="{n}"] .turn-title') for n in (1, 2)] == ["Turn 1", "Turn 2"]
+        code = page.locator('.turn[data-turn="1"] .tool-call pre.code')
+        assert code.inner_text() == "print(1600 * 1490)"
+        assert "mono" in code.evaluate("el => getComputedStyle(el).fontFamily").lower()
+        assert "execute_python_code" in page.inner_text('.turn[data-turn="1"] .tool-call .name')
+        result = page.locator('.turn[data-turn="1"] .tool-call .tool-result')
+        assert result.get_attribute("class") == "tool-result ok"
+        assert result.locator(".returncode").inner_text() == "0"
+        assert result.locator("pre.stdout").inner_text().strip() == "2384000"
+        assert result.locator("pre.stderr").count() == 0
+        assert "2384000" in page.inner_text('.turn[data-turn="2"] .message.assistant')
+        shown = [page.inner_text(f'.turn[data-turn="{n}"] .turn-tokens') for n in (1, 2)]
+        assert shown == [f"{t} trained · {i} inserted tokens" for t, i in _turn_token_counts(product)]
+        assert page.locator(".response-tokens .turn-mark").all_inner_texts() == ["turn 1", "turn 2"]
+        assert page.locator(".response-tokens .tok.trained").count() == sum(product[0]["loss_mask"])
+
+        # a failing run (return code 1, stderr) and a call that did not parse are marked as errors
+        page.click(division_row)
+        page.wait_for_selector('.turn[data-turn="3"]')
+        assert page.inner_text(".episode-summary") == (
+            "3 turns · 2 tool calls · 0 ran (return code 0) · 1 failed · 1 parse error · reward 0 · finished")
+        assert page.inner_text('.turn[data-turn="1"] .tool-call pre.code') == "x = 7\nprint(x // 0)"  # line breaks kept
+        failed = page.locator('.turn[data-turn="1"] .tool-call .tool-result')
+        assert failed.get_attribute("class") == "tool-result error"
+        assert failed.locator(".returncode").inner_text() == "1"
+        assert "ZeroDivisionError" in failed.locator(".output.error pre.stderr").inner_text()
+        assert failed.locator("pre.stderr").evaluate("el => getComputedStyle(el).color") == "rgb(194, 59, 59)"
+        unparsed = page.locator('.turn[data-turn="2"] .tool-call .tool-result')
+        assert unparsed.get_attribute("class") == "tool-result parse_error"
+        assert "parse error" in unparsed.inner_text() and "ToolCallParseError" in unparsed.inner_text()
+        assert "maximum iterations" in page.inner_text('.turn[data-turn="2"] .message.user')  # the agent's own message
+        shown = [page.inner_text(f'.turn[data-turn="{n}"] .turn-tokens') for n in (1, 2, 3)]
+        assert shown == [f"{t} trained · {i} inserted tokens" for t, i in _turn_token_counts(division)]
+        assert len(division) == 2  # the agent's message rewrote its history: turn 3 starts a new sample
+        new_sample = f"sample 1 starts here (its prompt: {len(division[1]['prompt_ids'])} tokens"
+        assert new_sample in page.inner_text('.turn[data-turn="3"] .turn-head')
+        assert page.locator(".response-tokens .turn-mark").all_inner_texts() == ["turn 1", "turn 2", "turn 3"]
+        page.screenshot(path=str(tmp_path / "logview_tool_episode.png"), full_page=True)
         assert errors == []
         browser.close()
 
@@ -313,3 +463,60 @@ def test_start_logview_serves_the_page_on_a_free_port_and_stops(run_dir):
     assert "function refresh" in script
     with pytest.raises(OSError):  # stopped: nothing listens there any more
         urllib.request.urlopen(server.url, timeout=2)
+
+
+def test_a_real_tool_episode_pairs_every_turn_with_its_tokens_and_every_call_with_its_result(tool_run):
+    from agent_cli.logview import create_app
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(tool_run)) as client:
+        step = client.get("/api/step", params={"name": "step_0"}).json()
+        episodes = {e["task_id"]: e for g in step["groups"] for e in g["episodes"]}
+        product, division = (client.get("/api/episode", params={"step": "step_0", "episode_id": episodes[task]["episode_id"]}).json()
+                             for task in ("calc-product", "calc-division"))
+    assert episodes["calc-product"]["tools"] == {"calls": 1, "ran": 1, "failed": 0, "parse_errors": 0, "unanswered": 0}
+    assert episodes["calc-division"]["tools"] == {"calls": 2, "ran": 0, "failed": 1, "parse_errors": 1, "unanswered": 0}
+    # the final conversation holds the last assistant message and every tool result: turns pair up one to one
+    for episode in (product, division):
+        assert episode["turns_note"] is None and len(episode["turns"]) == episode["num_turns"]
+        assert [m["role"] for m in episode["prompt_messages"]] == ["system", "user"]
+        assert all(t["assistant"]["role"] == "assistant" for t in episode["turns"])
+    (call,) = product["turns"][0]["tool_calls"]
+    assert (call["name"], call["code"], call["arguments"]) == ("execute_python_code", "print(1600 * 1490)", {})
+    assert {k: call["result"][k] for k in ("status", "returncode", "stdout", "stderr")} == {
+        "status": "ok", "returncode": 0, "stdout": "2384000\n", "stderr": ""}
+    assert division["turns"][1]["tool_calls"][0]["result"]["status"] == "parse_error"
+    assert [t["tokens"]["sample_index"] for t in division["turns"]] == [0, 0, 1]
+    turns_of_tokens = [[t["turn"] for t in s["response_tokens"]] for s in division["samples"]]
+    assert [sorted(set(turns)) for turns in turns_of_tokens] == [[1, 2], [3]]
+
+
+def test_a_tool_call_without_a_result_is_unanswered_and_results_pair_by_call_id():
+    from agent_cli.logview.turns import conversation_turns, tool_counts
+
+    def call(call_id: str, name: str, arguments: str) -> dict:
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    messages = [
+        {"role": "user", "content": "Look it up, then compute."},
+        {"role": "assistant", "content": "",
+         "tool_calls": [call("a", "search", '{"query": "x"}'), call("b", "execute_python_code", '{"code": "1/0"}')]},
+        {"role": "tool", "tool_call_id": "b", "content": "<returncode>-1</returncode><stdout></stdout><stderr>TimeoutError</stderr>"},
+        {"role": "tool", "tool_call_id": "a", "content": "FunctionNotFoundError: no tool named search"},
+        {"role": "assistant", "content": "Once more.",
+         "tool_calls": [call("c", "execute_python_code", '{"code": "print(2)", "timeout": 5}')]},
+    ]
+    prompt, turns = conversation_turns(messages)
+    assert prompt == messages[:1] and len(turns) == 2
+    search, python = turns[0]["tool_calls"]
+    assert (search["code"], search["arguments"], search["result"]["status"]) == (None, {"query": "x"}, "error")
+    assert (python["result"]["status"], python["result"]["returncode"]) == ("error", -1)
+    (last,) = turns[1]["tool_calls"]
+    assert (last["code"], last["arguments"], last["result"]) == ("print(2)", {"timeout": 5}, None)
+    assert tool_counts(turns) == {"calls": 3, "ran": 0, "failed": 2, "parse_errors": 0, "unanswered": 1}
+
+
+if __name__ == "__main__":
+    from agent_rl.rollout.trajectories import write_trajectories
+
+    print(write_trajectories(TOOL_EPISODES, _play_tool_episodes()))

@@ -75,10 +75,20 @@ class MetricSinks:
 def progress_line(step: int, total: int, metrics: dict[str, float], eta_s: float) -> str:
     """The console line `fit` prints after each step: reward, success, validation accuracy, speed, ETA."""
     parts = [f"step {step}/{total}", f"reward {metrics.get('reward/mean', 0.0):.3f}", f"success {metrics.get('reward/success_rate', 0.0):.2f}"]
+    if metrics.get("rollout/tool_calls_per_episode", 0.0) > 0:
+        parts.append(f"tool calls {metrics['rollout/tool_call_rate']:.2f}")
     if "val/accuracy" in metrics:
         parts.append(f"val acc {metrics['val/accuracy']:.3f}")
     parts += [f"{metrics.get('tokens/per_s', 0.0):,.0f} tok/s", f"{metrics.get('timing/step_s', 0.0):.1f} s/step", f"ETA {_duration(eta_s)}"]
     return " | ".join(parts)
+
+
+def cold_start_line(metrics: dict[str, float]) -> str:
+    """The console line after the cold start: demonstrations kept, supervised steps, loss, time."""
+    return (f"cold start: {metrics['cold_start/demonstrations']:.0f} demonstrations "
+            f"(the policy solved {metrics['cold_start/policy_success_rate']:.0%} of {metrics['cold_start/episodes']:.0f}), "
+            f"{metrics['sft/steps']:.0f} supervised steps, loss {metrics['sft/loss_first']:.3f} → {metrics['sft/loss_last']:.3f}, "
+            f"{metrics['timing/cold_start_s']:.1f} s")
 
 
 def _duration(seconds: float) -> str:
@@ -115,4 +125,4 @@ def _wandb_run(run_dir: Path, config: AgentRLConfig) -> Any:
     return run
 
 
-__all__ = ["WANDB_RUN_ID", "MetricSinks", "WandbNotInstalled", "check_sinks_installed", "progress_line"]
+__all__ = ["WANDB_RUN_ID", "MetricSinks", "WandbNotInstalled", "check_sinks_installed", "cold_start_line", "progress_line"]

@@ -34,7 +34,7 @@ from agent_env.from_config import tasks_from_config
 from agent_env.types import Task
 
 from agent_rl.distributed import Ranks, drain, join_process_group, launch_mismatch, resolve_engine_gpus
-from agent_rl.metric_sinks import MetricSinks, check_sinks_installed, progress_line
+from agent_rl.metric_sinks import MetricSinks, check_sinks_installed, cold_start_line, progress_line
 
 logger = logging.getLogger("agent_rl")
 
@@ -100,8 +100,8 @@ class Trainer:
         interrupted = False
         previous = _stop_on_sigterm()
         try:
-            if common.val_before_train and self.step_index == 0 and self.val_tasks and self.ranks.is_main:
-                self._log(self._validate(), step=0)
+            if self.step_index == 0:
+                self._before_first_step()
             while self.step_index < self.total_steps:
                 last = self.step()
                 done = self.step_index - first_step
@@ -124,6 +124,24 @@ class Trainer:
             self.save_checkpoint()
         self._finish_outputs()
         return last
+
+    def _before_first_step(self) -> None:
+        """The cold start (`ajet.cold_start`), then the validation before training (`val_before_train`), logged
+        together as step 0."""
+        common = self.config.ajet.trainer_common
+        metrics: dict[str, float] = {}
+        if self.config.ajet.cold_start.policy is not None:
+            from agent_rl.cold_start import run_cold_start
+
+            metrics = run_cold_start(self)
+            if self.ranks.is_main:
+                print(cold_start_line(metrics), flush=True)
+        if common.val_before_train and self.val_tasks and self.ranks.is_main:
+            print(f"validating on {len(self.val_tasks)} tasks before training", flush=True)
+            metrics |= self._validate()
+            print(f"step 0/{self.total_steps} | val acc {metrics['val/accuracy']:.3f}", flush=True)
+        if metrics:
+            self._log(metrics, step=0)
 
     def step(self) -> dict[str, float]:
         """One training step: collect, learn, sync, and (every `test_freq`) validate. Returns its metrics (every
@@ -229,6 +247,8 @@ class Trainer:
             "val/accuracy": sum(e.is_success for e in batch.episodes) / max(1, len(batch.episodes)),
             "val/reward_mean": sum(e.reward for e in batch.episodes) / max(1, len(batch.episodes)),
             "val/turns_mean": sum(e.num_turns for e in batch.episodes) / max(1, len(batch.episodes)),
+            "val/tool_call_rate": sum(e.tools.calls > 0 for e in batch.episodes) / max(1, len(batch.episodes)),
+            "val/tool_ran_rate": sum(e.tools.ran > 0 for e in batch.episodes) / max(1, len(batch.episodes)),
             "timing/validation_s": time.perf_counter() - started,
         }
         if val.num_repeat > 1:

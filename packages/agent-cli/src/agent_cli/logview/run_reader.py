@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from agent_cli.logview.turns import conversation_turns, episode_turns, number_turns, tool_counts
+
 __all__ = ["RunReader", "UnknownEpisode", "UnknownStep"]
 
 METRICS_FILE = "metrics.jsonl"
@@ -106,23 +108,26 @@ class RunReader:
         return {**self._step_summary(name), "groups": [_group_summary(gid, eps) for gid, eps in groups.items()]}
 
     def episode(self, name: str, episode_id: str) -> dict[str, Any]:
-        """One episode: its summary, and each sample's conversation and tokens.
+        """One episode: its summary, its final conversation as turns (see `turns.episode_turns`), and each
+        sample's conversation and tokens.
 
-        Tokens are `{"id", "text", "mask", "logprob"}` (prompt tokens have no mask or logprob); `text` is the
-        token decoded alone, or None when the run names no model whose tokenizer loads (`tokenizer_note` says why).
+        Tokens are `{"id", "text", "mask", "logprob", "turn"}` (prompt tokens have only `id` and `text`); `text` is
+        the token decoded alone, or None when the run names no model whose tokenizer loads (`tokenizer_note` says
+        why); `turn` is the turn the token belongs to (see `turns.number_turns`).
         """
         samples = sorted((s for s in self._samples(name) if s.get("episode_id") == episode_id),
                          key=lambda s: int(s.get("sample_index", 0)))
         if not samples:
             raise UnknownEpisode(episode_id)
         pieces = self._decode({i for s in samples for i in [*s.get("prompt_ids", []), *s.get("response_ids", [])]})
+        numbers = number_turns(samples)
         detail = []
-        for sample in samples:
+        for sample, turns in zip(samples, numbers, strict=True):
             prompt = [{"id": i, "text": pieces.get(i)} for i in sample.get("prompt_ids", [])]
             response = [
-                {"id": i, "text": pieces.get(i), "mask": int(m), "logprob": _finite(lp)}
-                for i, m, lp in zip(sample.get("response_ids", []), sample.get("loss_mask", []), sample.get("logprobs", []),
-                                    strict=False)
+                {"id": i, "text": pieces.get(i), "mask": int(m), "logprob": _finite(lp), "turn": turn}
+                for i, m, lp, turn in zip(sample.get("response_ids", []), sample.get("loss_mask", []), sample.get("logprobs", []),
+                                          turns, strict=False)
             ]
             detail.append({
                 "sample_index": int(sample.get("sample_index", 0)),
@@ -131,7 +136,8 @@ class RunReader:
                 "response_tokens": response,
                 "response_truncated": bool(sample.get("response_truncated", False)),
             })
-        return {**_episode_summary(samples), "step": name, "samples": detail, "tokenizer_note": self._tokenizer_note}
+        return {**_episode_summary(samples), **episode_turns(samples, numbers), "step": name, "samples": detail,
+                "tokenizer_note": self._tokenizer_note}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -226,6 +232,7 @@ def _episode_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "response_tokens": sum(len(s.get("response_ids", [])) for s in samples),
         "trained_tokens": sum(sum(s.get("loss_mask", [])) for s in samples),
         "madness": list(last.get("madness") or []),
+        "tools": tool_counts(conversation_turns(last.get("messages") or [])[1]),
     }
 
 

@@ -23,6 +23,7 @@ from agent_env.config.rollout import MultiTurnConfig, RolloutConfig, ValKwargsCo
 from agent_env.config.schema import (
     AgentRLConfig,
     AjetConfig,
+    ColdStartConfig,
     ConfigNotice,
     DataConfig,
     DebugConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "LearnerConfig",
     "LoraSettings",
     "AjetConfig",
+    "ColdStartConfig",
     "ArithmeticReaderConfig",
     "ConfigBlock",
     "ConfigError",

@@ -195,6 +195,26 @@ class DebugConfig(ConfigBlock):
     num_tasks: int = Field(4, ge=1, description="How many tasks `--backbone debug` runs.")
 
 
+class ColdStartConfig(ConfigBlock):
+    """Supervised fine-tuning on demonstrations before the first GRPO step: a recipe step for agents whose base
+    model never makes the move RL should reinforce (e.g. a small model that never writes a tool call). A scripted
+    policy plays `num_tasks` training tasks through the real env, judge and tools; its successful episodes are
+    the demonstrations (saved to `trajectories/cold_start.jsonl`), and the model is trained on their turns (loss
+    mask 1) with a negative log-likelihood loss. Its time and metrics (`cold_start/*`, `sft/*`) are logged at
+    step 0, before the first validation."""
+
+    policy: str | None = Field(
+        None,
+        description="The demonstrating policy, `policy(obs) -> completion text`, as a reference (`file.py->fn`, "
+        "`pkg.module:fn`); null: no cold start. Built in: `agent_env.policies:scripted_math_policy` (the perfect "
+        "python-tool user of the arithmetic tasks).",
+    )
+    num_tasks: int = Field(64, ge=1, description="Training tasks the policy plays (drawn with the run's seed), one episode each.")
+    epochs: int = Field(2, ge=1, description="Passes over the demonstrations.")
+    batch_size: int = Field(16, ge=1, description="Demonstrations per optimizer step.")
+    lr: float | None = Field(None, gt=0, description="Learning rate of the cold start's steps; null: `ajet.learner.lr`.")
+
+
 class AjetConfig(ConfigBlock):
     """The `ajet:` tree."""
 
@@ -219,6 +239,9 @@ class AjetConfig(ConfigBlock):
         default_factory=TrainerCommonConfig, description="Training-loop settings."
     )
     debug: DebugConfig = Field(default_factory=DebugConfig, description="Settings of `--backbone debug`.")
+    cold_start: ColdStartConfig = Field(
+        default_factory=ColdStartConfig, description="Supervised fine-tuning on a scripted policy's demonstrations before GRPO."
+    )
     learner: LearnerConfig = Field(
         default_factory=LearnerConfig,
         description="The GRPO learner: optimizer, DeepSpeed, loss. `temperature` follows `ajet.rollout.temperature`, "

@@ -182,6 +182,43 @@ class Learner:
             metrics["learner/tis/dropped_fraction"] = totals["tis_dropped"] / token_updates
         return metrics
 
+    def supervised_step(self, samples: Sequence[TrainingSample], lr: float | None = None) -> dict[str, float]:
+        """One optimizer step of supervised fine-tuning on `samples` (e.g. demonstrations for a cold start).
+
+        The loss is the negative log-likelihood of every trained token (loss mask 1: the turns the policy wrote;
+        never the tool outputs or template tokens the env inserted), averaged over the step's trained tokens,
+        under the untempered policy. Rewards, advantages and logprobs of the samples are not used. `lr` (default:
+        the scheduled one) applies to this step only; the learning-rate schedule of the GRPO steps does not
+        advance. Metrics: `sft/loss`, `sft/grad_norm` (before clipping), `sft/trained_tokens`, `timing/sft/step_s`.
+        """
+        start = time.perf_counter()
+        self._check_same_batch_on_every_rank(samples)
+        micro_batches = self._local_micro_batches(samples, list(range(len(samples))), [0.0] * len(samples))
+        num_tokens = max(self._all_reduce_scalar(sum(float(m.loss_mask.sum()) for m in micro_batches)), 1.0)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for k, micro in enumerate(micro_batches):
+            self.engine.set_gradient_accumulation_boundary(k == len(micro_batches) - 1)
+            logps = token_logprobs(self._logits(self.engine, micro), micro.targets, 1.0)  # (B, R+1)
+            loss = -(logps * micro.loss_mask).sum() / num_tokens
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            loss_sum += loss.detach().to(torch.float64)
+        grad_norm = self._clip_gradients()
+        schedule = self.scheduler.state_dict()
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.engine.step()
+        self.scheduler.load_state_dict(schedule)  # the GRPO schedule has not moved
+        for group, scheduled in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = scheduled
+        dist.all_reduce(loss_sum)
+        return {
+            "sft/loss": float(loss_sum),
+            "sft/grad_norm": grad_norm if grad_norm is not None else float(self.engine.get_global_grad_norm()),
+            "sft/trained_tokens": float(sum(s.num_trained_tokens for s in samples)),
+            "timing/sft/step_s": time.perf_counter() - start,
+        }
+
     def _update(self, micro_batches: list[MicroBatch], sums: torch.Tensor, extremes: torch.Tensor) -> float:
         """One optimizer step on one mini-batch (this rank's micro-batches); returns the gradient norm."""
         cfg = self.config
@@ -389,6 +426,17 @@ class Learner:
             tmp.rename(final)
         dist.barrier()
         return final
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save the current weights (LoRA merged in) and the model path's tokenizer as a Hugging Face model
+        directory, without optimizer state: what engines, `transformers` and other trainers load (a collective)."""
+        out = Path(directory).resolve()
+        state_dict = self.state_dict_for_sync()  # collective: every rank gathers, rank 0 writes
+        if self.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            self._save_pretrained(out, state_dict)
+        dist.barrier()
+        return out
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """Resume from `save_checkpoint(directory)`: weights, optimizer and LR-scheduler state, and the step count."""

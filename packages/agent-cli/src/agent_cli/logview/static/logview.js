@@ -247,6 +247,7 @@ function renderGroups() {
     h("td", {}, h("span", {class: reasonClass(e.termination_reason)}, e.termination_reason)),
     h("td", {}, componentChips(e.reward_components)),
     h("td", {}, String(e.num_turns)),
+    h("td", {title: "tool calls that ran (return code 0) / all tool calls"}, `${e.tools.ran}/${e.tools.calls}`),
     h("td", {title: "trained / all response tokens"}, `${e.trained_tokens}/${e.response_tokens}`)));
     cards.push(h("div", {class: "group", "data-group": group.group_id},
       h("div", {class: "group-head"},
@@ -254,7 +255,7 @@ function renderGroups() {
         h("span", {}, `reward ${fmt(group.reward_mean, 2)} ± ${fmt(group.reward_std, 2)} · ${group.successes}/${group.episodes.length} solved`,
           group.zero_variance ? h("span", {class: "badge truncated", title: "every episode got the same reward: zero advantage, no learning signal"}, " zero variance") : null)),
       h("table", {class: "episodes"},
-        h("thead", {}, h("tr", {}, ["#", "reward", "ok", "end", "components", "turns", "tokens"].map((c) => h("th", {}, c)))),
+        h("thead", {}, h("tr", {}, ["#", "reward", "ok", "end", "components", "turns", "tools", "tokens"].map((c) => h("th", {}, c)))),
         h("tbody", {}, rows))));
   }
   container.replaceChildren(header, ...cards);
@@ -276,19 +277,96 @@ function prettyArguments(args) {
   try { return JSON.stringify(JSON.parse(args), null, 2); } catch { return args; }
 }
 
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+// A message that is no assistant turn and no tool call's result: the system prompt, the task, a message the agent added.
 function renderMessage(message) {
   const role = message.role || "?";
   const label = role === "tool" ? `tool result${message.name ? " · " + message.name : ""}${message.tool_call_id ? " · " + message.tool_call_id : ""}` : role;
   const box = h("div", {class: `message ${role}`}, h("div", {class: "role"}, label));
   const text = contentText(message.content);
   if (text) box.append(role === "tool" ? h("pre", {class: "content"}, text) : h("div", {class: "content"}, text));
-  for (const call of message.tool_calls || []) {
-    const fn = call.function || call;
-    box.append(h("div", {class: "tool-call"},
-      h("div", {class: "name"}, `→ ${fn.name}`, call.id ? h("span", {class: "meta"}, `  ${call.id}`) : null),
-      h("pre", {}, prettyArguments(fn.arguments))));
-  }
   return box;
+}
+
+// The one-line summary of an episode: turns, tool calls and what came of them, reward, how it ended.
+function episodeSummary(data) {
+  const tools = data.tools;
+  const parts = [plural(data.num_turns, "turn"), plural(tools.calls, "tool call"), `${tools.ran} ran (return code 0)`];
+  if (tools.failed) parts.push(`${tools.failed} failed`);
+  if (tools.parse_errors) parts.push(plural(tools.parse_errors, "parse error"));
+  if (tools.unanswered) parts.push(`${tools.unanswered} without a result`);
+  parts.push(`reward ${fmt(data.reward, 3)}`);
+  return h("div", {class: "episode-summary"}, parts.join(" · "), " · ", h("span", {class: reasonClass(data.termination_reason)}, data.termination_reason));
+}
+
+function outputBlock(label, text, isError) {
+  return h("div", {class: "output" + (isError ? " error" : "")}, h("span", {class: "label"}, label), h("pre", {class: label}, text));
+}
+
+// A tool's result under its call: return code, stdout and stderr apart for the python tool; the text otherwise.
+function renderToolResult(result) {
+  if (result === null) {
+    return h("div", {class: "tool-result missing"}, h("div", {class: "label"}, "no result: the episode ended before the tool ran"));
+  }
+  const box = h("div", {class: `tool-result ${result.status}`});
+  if (result.returncode === undefined) {
+    box.append(h("div", {class: "label"}, result.status === "parse_error" ? "parse error: the call did not parse" : "result"),
+      h("pre", {class: "text"}, result.text));
+    return box;
+  }
+  box.append(h("div", {class: "label"}, "return code ", h("span", {class: "returncode"}, String(result.returncode))));
+  if (result.stdout) box.append(outputBlock("stdout", result.stdout, false));
+  if (result.stderr) box.append(outputBlock("stderr", result.stderr, true));
+  if (!result.stdout && !result.stderr) box.append(h("div", {class: "meta"}, "(no output)"));
+  return box;
+}
+
+// A tool call as the model wrote it (the python tool's code as code, other arguments as JSON), its result below.
+function renderToolCall(call) {
+  const box = h("div", {class: "tool-call", "data-tool": call.name},
+    h("div", {class: "name"}, `→ ${call.name}`, call.id ? h("span", {class: "meta"}, `  ${call.id}`) : null));
+  if (call.code !== null) box.append(h("pre", {class: "code"}, call.code));
+  const hasArguments = typeof call.arguments === "string" || Object.keys(call.arguments || {}).length > 0;
+  if (call.code === null || hasArguments) box.append(h("pre", {class: "arguments"}, prettyArguments(call.arguments)));
+  box.append(renderToolResult(call.result));
+  return box;
+}
+
+function turnTokenCounts(tokens) {
+  if (tokens === null) return h("span", {class: "turn-tokens meta"}, "no tokens recorded for this turn");
+  const counts = h("span", {class: "turn-tokens", title: "trained: sampled by the model (loss mask 1); inserted: template and tool output (loss mask 0)"},
+    h("span", {class: "trained-count"}, `${tokens.trained_tokens} trained`), " · ",
+    h("span", {class: "inserted-count"}, `${tokens.inserted_tokens} inserted`), " tokens");
+  const sample = tokens.new_sample_prompt_tokens === null ? null
+    : h("span", {class: "meta", title: "the agent's history no longer extended the previous sequence, so the collector started a new sample"},
+      ` · sample ${tokens.sample_index} starts here (its prompt: ${tokens.new_sample_prompt_tokens} tokens, not trained)`);
+  return h("span", {}, counts, sample);
+}
+
+function renderTurn(turn) {
+  const block = h("div", {class: "turn", "data-turn": turn.turn},
+    h("div", {class: "turn-head"}, h("span", {class: "turn-title"}, `Turn ${turn.turn}`), turnTokenCounts(turn.tokens)));
+  if (turn.assistant === null) {
+    block.append(h("p", {class: "empty"}, "This turn's message is not in the final conversation."));
+    return block;
+  }
+  const message = h("div", {class: "message assistant"}, h("div", {class: "role"}, "assistant"));
+  const text = contentText(turn.assistant.content);
+  if (text) message.append(h("div", {class: "content"}, text));
+  message.append(...turn.tool_calls.map(renderToolCall));
+  block.append(message, ...turn.messages.map(renderMessage));
+  return block;
+}
+
+function renderConversation(data) {
+  const promptTokens = data.samples[0].prompt_tokens.length;
+  const prompt = h("div", {class: "turn prompt-block"},
+    h("div", {class: "turn-head"}, h("span", {class: "turn-title"}, "Prompt"), h("span", {class: "meta"}, `${promptTokens} tokens, not trained`)),
+    data.prompt_messages.map(renderMessage));
+  return h("div", {class: "conversation"}, prompt, data.turns.map(renderTurn));
 }
 
 // Lightness of a sampled token's background: 92% at logprob 0 (p = 1) down to 62% at -12 nats and below, on a
@@ -298,7 +376,7 @@ function shadeLightness(logprob) {
 }
 
 function tokenSpan(token, kind) {
-  const attrs = {class: `tok ${kind}`, "data-id": token.id, "data-kind": kind};
+  const attrs = {class: `tok ${kind}`, "data-id": token.id, "data-kind": kind, "data-turn": token.turn};
   if (kind === "trained" && token.logprob !== null && token.logprob !== undefined) {
     attrs["data-logprob"] = token.logprob;
     attrs.style = `background: hsl(214, 85%, ${shadeLightness(token.logprob).toFixed(1)}%)`;
@@ -314,12 +392,21 @@ function tokenSpan(token, kind) {
   return span;
 }
 
+// The response tokens, with a mark where each turn starts.
+function responseSpans(tokens) {
+  const spans = [];
+  tokens.forEach((token, i) => {
+    if (i === 0 || token.turn !== tokens[i - 1].turn) spans.push(h("span", {class: "turn-mark"}, `turn ${token.turn}`));
+    spans.push(tokenSpan(token, token.mask === 1 ? "trained" : "inserted"));
+  });
+  return spans;
+}
+
 function renderTokens(sample) {
   const trained = sample.response_tokens.filter((t) => t.mask === 1).length;
   const prompt = h("details", {}, h("summary", {}, `prompt: ${sample.prompt_tokens.length} tokens (not trained)`),
     h("div", {class: "tokens prompt-tokens"}, sample.prompt_tokens.map((t) => tokenSpan(t, "prompt"))));
-  const response = h("div", {class: "tokens response-tokens", "data-sample": sample.sample_index},
-    sample.response_tokens.map((t) => tokenSpan(t, t.mask === 1 ? "trained" : "inserted")));
+  const response = h("div", {class: "tokens response-tokens", "data-sample": sample.sample_index}, responseSpans(sample.response_tokens));
   return [
     h("h3", {}, `Tokens of sample ${sample.sample_index}: ${sample.response_tokens.length} after the prompt, ${trained} trained`,
       sample.response_truncated ? h("span", {class: "badge truncated"}, " truncated") : null),
@@ -345,15 +432,14 @@ async function selectEpisode(episodeId) {
   }
   const head = h("div", {class: "episode-head"},
     h("span", {class: "id"}, data.episode_id),
-    h("span", {}, `reward ${fmt(data.reward, 3)}`),
     h("span", {class: data.is_success ? "ok" : "fail"}, data.is_success ? "solved" : "not solved"),
-    h("span", {class: reasonClass(data.termination_reason)}, data.termination_reason),
-    h("span", {class: "meta"}, `${data.num_turns} turns · ${data.num_samples} sample${data.num_samples === 1 ? "" : "s"}`),
+    h("span", {class: "meta"}, plural(data.num_samples, "sample")),
     data.madness.length ? h("span", {class: "badge error"}, "madness: " + data.madness.join(", ")) : null);
-  const parts = [head, h("div", {}, h("span", {class: "meta"}, "reward components: "), componentChips(data.reward_components))];
+  const parts = [head, episodeSummary(data), h("div", {}, h("span", {class: "meta"}, "reward components: "), componentChips(data.reward_components))];
   if (data.tokenizer_note) parts.push(h("p", {class: "notice"}, data.tokenizer_note));
-  const last = data.samples[data.samples.length - 1];
-  parts.push(h("h3", {}, "Conversation"), h("div", {class: "conversation"}, (last.messages || []).map(renderMessage)));
+  parts.push(h("h3", {}, "Turns"));
+  if (data.turns_note) parts.push(h("p", {class: "notice"}, data.turns_note));
+  parts.push(renderConversation(data));
   for (const sample of data.samples) parts.push(...renderTokens(sample));
   panel.replaceChildren(...parts);
 }
@@ -381,9 +467,9 @@ document.addEventListener("mouseover", (event) => {
   if (tok.dataset.kind === "trained") {
     const lp = Number(tok.dataset.logprob);
     lines.push(tok.dataset.logprob === undefined ? "logprob –" : `logprob ${lp.toFixed(4)} · p ${Math.exp(lp).toFixed(4)}`);
-    lines.push("sampled by the model (loss mask 1)");
+    lines.push(`sampled by the model in turn ${tok.dataset.turn} (loss mask 1)`);
   } else if (tok.dataset.kind === "inserted") {
-    lines.push("inserted by the template or env (loss mask 0)");
+    lines.push(`inserted by the template or env after turn ${tok.dataset.turn} (loss mask 0)`);
   } else {
     lines.push("prompt (not trained)");
   }
