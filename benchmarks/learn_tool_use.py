@@ -24,7 +24,7 @@ Runners (one per process):
 
 Training stops at the first step that ends after `--budget-s` seconds (set-up and evaluation not counted). The
 held-out evaluation is the same for every runner: the agent on the first `--heldout` validation tasks, greedy, one
-episode each, through our collector (vLLM on a GPU, else the HF engine): accuracy (the judge's success), the share
+episode each, through our collector with the HF engine on the saved weights: accuracy (the judge's success), the share
 of episodes with a tool call and with one that ran, turns, parse errors and failed runs per episode.
 """
 
@@ -47,6 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 MODEL = "embedded:SmolLM2-135M-Instruct"
 WORKFLOW = str(Path(__file__).resolve().parents[1] / "examples/math_agent/workflow.py") + "->MathAgentWorkflow"
 GROUP_SIZE = 8
+MAX_RESPONSE_TOKENS = 256
+"""Most tokens after the first prompt in one episode, sampled and inserted (tool outputs): our `data.max_response_length`
+and TRL's `max_completion_length`, which bounds its whole multi-turn completion (TRL has no per-turn limit)."""
 
 CURVE_KEYS = ("reward/mean", "rollout/tool_call_rate", "rollout/tool_ran_rate", "rollout/turns_mean",
               "rollout/tool_call_errors_per_episode", "rollout/tool_failures_per_episode", "tokens/generated",
@@ -68,7 +71,7 @@ def tool_use_config(args: argparse.Namespace, model: str, *, cold_start: bool = 
         "project_name": "learn_tool_use",
         "model": {"path": model},
         "task_reader": {"type": "arithmetic", "arithmetic": {"level": "calculator", "num_validation": args.heldout}},
-        "data": {"train_batch_size": groups, "max_prompt_length": 1024, "max_response_length": 512},
+        "data": {"train_batch_size": groups, "max_prompt_length": 1024, "max_response_length": MAX_RESPONSE_TOKENS},
         "rollout": {"agentscope_workflow": WORKFLOW, "num_repeat": GROUP_SIZE, "temperature": 1.0,
                     "max_response_length_in_one_turn": args.max_tokens, "max_env_worker": groups * GROUP_SIZE,
                     "max_num_seqs": groups * GROUP_SIZE, "gpu_memory_utilization": 0.3, "max_model_len": 2048,
@@ -112,17 +115,15 @@ def episode_summary(episodes: list[Any]) -> dict[str, float]:
     }
 
 
-def new_engine(model: str) -> Any:
-    """vLLM on a GPU when installed, else the HF engine."""
-    import torch
-
-    if torch.cuda.is_available() and _has_vllm():
-        from agent_rl.engines.vllm import VLLMEngine
-
-        return VLLMEngine(model, gpu_memory_utilization=0.2, max_model_len=2048, seed=0)
+def evaluate_model(args: argparse.Namespace, model: str) -> dict[str, float]:
+    """`evaluate` with the HF engine on the weights in `model` (the same evaluator for every runner)."""
     from agent_rl.engines.hf import HFEngine
 
-    return HFEngine(model, seed=0)
+    engine = HFEngine(model, seed=0)
+    try:
+        return evaluate(tool_use_config(args, model), engine, engine.tokenizer, args.max_tokens)
+    finally:
+        engine.close()
 
 
 # ---------------------------------------------------------------------------------------------------- runners
@@ -131,12 +132,14 @@ def new_engine(model: str) -> Any:
 def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
     from agent_env.config import AgentRLConfig
     from agent_env.policies import scripted_math_policy
+    from agent_rl.engines.hf import HFEngine
     from agent_rl.engines.scripted import ScriptedEngine
 
     agent = tool_use_config(args, MODEL)
-    plain = AgentRLConfig.model_validate(agent.to_yaml_dict() | {"ajet": agent.to_yaml_dict()["ajet"] | {
-        "rollout": agent.to_yaml_dict()["ajet"]["rollout"] | {"env_id": "agent_env/Completion-v0", "agentscope_workflow": None}}})
-    engine = new_engine(MODEL)
+    tree = agent.to_yaml_dict()
+    tree["ajet"]["rollout"] |= {"env_id": "agent_env/Completion-v0", "agentscope_workflow": None}
+    plain = AgentRLConfig.model_validate(tree)
+    engine = HFEngine(MODEL, seed=0)
     try:
         result = {"no_tool": evaluate(plain, engine, engine.tokenizer, args.max_tokens),
                   "agent": evaluate(agent, engine, engine.tokenizer, args.max_tokens)}
@@ -170,11 +173,7 @@ def run_cold_start(args: argparse.Namespace) -> dict[str, Any]:
     result = {"demonstrations": len(demonstrations), "demonstrations_s": collected - started, "sft_s": tuned - collected,
               "cold_start_s": tuned - started, "sft": metrics}
     del learner
-    engine = new_engine(args.init_dir)
-    try:
-        result["after"] = evaluate(tool_use_config(args, args.init_dir), engine, engine.tokenizer, args.max_tokens)
-    finally:
-        engine.close()
+    result["after"] = evaluate_model(args, args.init_dir)
     return result
 
 
@@ -187,11 +186,11 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(config, run_dir)
     tokenizer = trainer.collector.tokenizer
     result: dict[str, Any] = {"setup_s": time.perf_counter() - started, "engine": type(trainer.engine).__name__}
-    result["before"] = evaluate(config, trainer.engine, tokenizer, args.max_tokens)
     step_times: list[float] = []
     curves: dict[str, list[float]] = {key: [] for key in CURVE_KEYS}
     first: dict[str, float] | None = None
     exactness = {"fallback_samples": 0.0, "failed_episodes": 0.0}
+    final = str(run_dir.parent / "final")
     train_started = time.perf_counter()
     try:
         while time.perf_counter() - train_started < args.budget_s:
@@ -205,9 +204,11 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             print(f"step {len(step_times)}: reward {metrics['reward/mean']:.3f} tool calls {metrics['rollout/tool_call_rate']:.2f} "
                   f"{step_times[-1]:.2f} s", file=sys.stderr, flush=True)
         result["train_s"] = time.perf_counter() - train_started
-        result["after"] = evaluate(config, trainer.engine, tokenizer, args.max_tokens)
+        trainer.learner.save_pretrained(final)
     finally:
         trainer.close()
+    result["before"] = evaluate_model(args, args.init_dir)
+    result["after"] = evaluate_model(args, final)
     result["steps"] = len(step_times)
     result["step_s_median"] = statistics.median(step_times) if step_times else None
     result["curves_by_tenth"] = {key: _by_tenth(values) for key, values in curves.items() if values}
@@ -220,20 +221,16 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from agent_env.tasks.arithmetic import ArithmeticTasks
     from trl_tool_use import run_trl as train_with_trl
 
-    config = tool_use_config(args, args.init_dir)
     started = time.perf_counter()
     out = train_with_trl(args.init_dir, list(ArithmeticTasks("calculator", "train")), groups=args.groups, group_size=GROUP_SIZE,
-                         max_tokens=args.max_tokens, lr=args.lr, budget_s=args.budget_s, temperature=1.0, seed=args.seed,
-                         out_dir=tempfile.mkdtemp(prefix="trl_tool_use_"))
-    result: dict[str, Any] = {"engine": "TRL " + ("vLLM colocate" if _has_vllm() else "transformers generate"),
-                              "trl_s": time.perf_counter() - started}
+                         max_tokens=MAX_RESPONSE_TOKENS, lr=args.lr, budget_s=args.budget_s, temperature=1.0, seed=args.seed,
+                         out_dir=tempfile.mkdtemp(prefix="trl_tool_use_"), max_tool_calls=2,
+                         log=lambda line: print(line, file=sys.stderr, flush=True))
+    result: dict[str, Any] = {"engine": f"TRL {out['engine']}", "trl_s": time.perf_counter() - started}
     result |= {k: v for k, v in out.items() if k != "step_times"}
     result["step_s_median"] = out.get("median_step_s")
-    engine = new_engine(out["model_dir"])
-    try:
-        result["after"] = evaluate(config, engine, engine.tokenizer, args.max_tokens)
-    finally:
-        engine.close()
+    result["before"] = evaluate_model(args, args.init_dir)
+    result["after"] = evaluate_model(args, out["model_dir"])
     return result
 
 
@@ -282,14 +279,6 @@ def _run(coroutine: Any) -> Any:
         return loop.run_until_complete(coroutine)
     finally:
         loop.close()
-
-
-def _has_vllm() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _by_tenth(values: list[float]) -> list[float]:
