@@ -241,14 +241,16 @@ def trajectory_exactness(directory: Path, tokenizer: Any) -> dict[str, float]:
     """Token accounting checked on a run's own trajectories (every `step_N.jsonl`):
 
     - `trained_tokens`, `inserted_tokens`: loss mask 1 / 0 in the responses;
-    - `inserted_in_trained_runs`: trained runs (maximal stretches of loss mask 1) that hold a tool response or a
-      turn's opening marker, i.e. tokens the env or template inserted but the loss would train (must be 0);
+    - `inserted_runs_not_template`: inserted runs (maximal stretches of loss mask 0) that are not what the ChatML
+      template puts between two assistant turns: from the end of a turn (`<|im_end|>`, when the model's turn was
+      cut before it) through `<|im_start|>` of the next message(s) to the next `<|im_start|>assistant\n` (must
+      be 0: everything else the env or template added would be in a trained run);
     - `trained_runs_not_ending_turn`: trained runs that do not end with the end-of-turn token while the turn was
       not cut by the length limit (must be 0 unless the sample was truncated);
     - `trained_without_logprob`: trained tokens whose sampling logprob is missing (exactly 0.0: must be 0);
     - `inserted_with_logprob`: inserted tokens with a nonzero logprob (must be 0).
     """
-    counts = dict.fromkeys(("samples", "trained_tokens", "inserted_tokens", "inserted_in_trained_runs",
+    counts = dict.fromkeys(("samples", "trained_tokens", "inserted_tokens", "inserted_runs_not_template",
                             "trained_runs_not_ending_turn", "trained_without_logprob", "inserted_with_logprob"), 0)
     end_of_turn = tokenizer.eos_token_id
     for path in sorted(directory.glob("step_*.jsonl")):
@@ -261,12 +263,12 @@ def trajectory_exactness(directory: Path, tokenizer: Any) -> dict[str, float]:
             counts["trained_without_logprob"] += sum(1 for m, lp in zip(mask, logprobs, strict=True) if m and lp == 0.0)
             counts["inserted_with_logprob"] += sum(1 for m, lp in zip(mask, logprobs, strict=True) if not m and lp != 0.0)
             for trained, run in itertools.groupby(zip(mask, ids, strict=True), key=lambda pair: pair[0]):
-                if not trained:
-                    continue
                 run_ids = [token for _, token in run]
-                text = tokenizer.decode(run_ids)
-                counts["inserted_in_trained_runs"] += "<tool_response>" in text or "<|im_start|>" in text
-                counts["trained_runs_not_ending_turn"] += run_ids[-1] != end_of_turn and not sample["response_truncated"]
+                if trained:
+                    counts["trained_runs_not_ending_turn"] += run_ids[-1] != end_of_turn and not sample["response_truncated"]
+                    continue
+                text = tokenizer.decode(run_ids).removeprefix("<|im_end|>")
+                counts["inserted_runs_not_template"] += not (text.startswith("\n<|im_start|>") and text.endswith("<|im_start|>assistant\n"))
     return {key: float(value) for key, value in counts.items()}
 
 

@@ -107,7 +107,7 @@ def verifier():
 )
 async def test_math_judge_accepts_equivalent_answers(verifier, answer, final_answer):
     result = await run_judge(MathAnswerAsJudge(verifier=verifier), *episode(answer, final_answer))
-    assert result == JudgeResult(1.0, True, {"correct": 1.0, "boxed": 1.0, "timeout": 0.0})
+    assert result == JudgeResult(1.0, True, {"correct": 1.0, "boxed": 1.0, "unevaluated": 0.0, "timeout": 0.0})
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,23 @@ async def test_math_judge_accepts_equivalent_answers(verifier, answer, final_ans
 )
 async def test_math_judge_rejects_wrong_or_unboxed_answers(verifier, answer, final_answer, boxed):
     result = await run_judge(MathAnswerAsJudge(verifier=verifier), *episode(answer, final_answer))
-    assert result == JudgeResult(0.0, False, {"correct": 0.0, "boxed": boxed, "timeout": 0.0})
+    assert result == JudgeResult(0.0, False, {"correct": 0.0, "boxed": boxed, "unevaluated": 0.0, "timeout": 0.0})
+
+
+@pytest.mark.parametrize(("gold", "answer", "reward"), [
+    ("2384000", r"\boxed{1600 * 1490}", 0.0), ("2384000", r"\boxed{1600 \times 1490}", 0.0),
+    ("33554432", r"\boxed{32^5}", 0.0), ("45", r"\boxed{679485 \mod 57}", 0.0), ("6912", r"\boxed{1234 + 5678}", 0.0),
+    ("2384000", r"\boxed{\frac{4768000}{2}}", 0.0), ("-8", r"\boxed{-3 - 5}", 0.0),
+    ("2384000", r"\boxed{2,384,000}", 1.0), ("-2", r"\boxed{-2}", 1.0), ("0.5", r"\boxed{\frac{1}{2}}", 1.0),
+    ("18", r"\boxed{18 apples}", 1.0),
+])
+def test_math_judge_refuses_arithmetic_left_undone_when_the_reference_is_a_number(gold, answer, reward):
+    """The hack a GRPO run found on calculator tasks: restating the question in the box (math-verify evaluates it to
+    the reference). It earns nothing; numbers in any format still do, and `accept_unevaluated` turns the rule off."""
+    result = asyncio.run(run_judge(MathAnswerAsJudge(), *episode(gold, answer)))
+    assert result.reward == reward and result.components["unevaluated"] == 1.0 - reward
+    if reward == 0.0:
+        assert asyncio.run(run_judge(MathAnswerAsJudge(accept_unevaluated=True), *episode(gold, answer))).reward == 1.0
 
 
 def test_math_judge_names_a_missing_final_answer_key():
@@ -134,7 +150,8 @@ def test_math_judge_names_a_missing_final_answer_key():
 
 
 async def test_a_verifier_hang_is_a_zero_reward_with_timeout_and_the_loop_keeps_running(verifier):
-    judge = MathAnswerAsJudge(verifier=verifier, timeout_s=1.0)
+    # an expression is what makes math-verify hang, so let the judge take expressions
+    judge = MathAnswerAsJudge(verifier=verifier, timeout_s=1.0, accept_unevaluated=True)
     await run_judge(judge, *episode("7", r"\boxed{7}"))  # workers up before timing
     ticks = 0
 
@@ -149,7 +166,7 @@ async def test_a_verifier_hang_is_a_zero_reward_with_timeout_and_the_loop_keeps_
     result = await run_judge(judge, *episode("7", r"\boxed{9^{9^{9^{9}}}}"))
     elapsed = time.monotonic() - start
     ticking.cancel()
-    assert result == JudgeResult(0.0, False, {"correct": 0.0, "boxed": 1.0, "timeout": 1.0})
+    assert result == JudgeResult(0.0, False, {"correct": 0.0, "boxed": 1.0, "unevaluated": 0.0, "timeout": 1.0})
     assert elapsed < 10
     assert ticks > 30, "the event loop was blocked while the verifier hung"
     # Only the hung worker was killed; the verifier keeps working.

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -357,3 +358,124 @@ def test_make_task_source_suggests_names():
         match=r"does not take 'levle'; it takes level, split, n, seed. \('levle': did you mean 'level'\?\)",
     ):
         make_task_source("arithmetic", levle="easy")
+
+
+# ---------------------------------------------------------------- the calculator level (tool use)
+
+_CALCULATOR_FORMS = {
+    "product": re.compile(r"What is (\d+) \* (\d+)\?"),
+    "sum": re.compile(r"What is (\d+(?: \+ \d+)+)\?"),
+    "power": re.compile(r"What is (\d+) \*\* (\d+)\?"),
+    "remainder": re.compile(r"What is (\d+) % (\d+)\?"),
+}
+
+
+def _calculator_form(question: str) -> tuple[str, list[int]]:
+    """The form of a calculator question and its operands, read by the documented patterns (each must match exactly one)."""
+    matches = [(form, pattern.fullmatch(question)) for form, pattern in _CALCULATOR_FORMS.items()]
+    found = [(form, match) for form, match in matches if match]
+    assert len(found) == 1, f"{question!r} matches {[f for f, _ in found]} of the four calculator forms"
+    form, match = found[0]
+    if form == "sum":
+        return form, [int(term) for term in match.group(1).split(" + ")]
+    return form, [int(match.group(1)), int(match.group(2))]
+
+
+def _integer_value(expression: str) -> int:
+    """The value of a `+ * ** %` expression of integer literals, computed by walking its syntax tree (nothing
+    else is accepted, so this is an independent recomputation, not an `eval` of arbitrary text)."""
+    operators = {ast.Add: lambda a, b: a + b, ast.Mult: lambda a, b: a * b, ast.Pow: lambda a, b: a**b, ast.Mod: lambda a, b: a % b}
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in operators:
+            return operators[type(node.op)](value(node.left), value(node.right))
+        raise AssertionError(f"unexpected syntax {ast.dump(node)} in {expression!r}")
+
+    return value(ast.parse(expression, mode="eval").body)
+
+
+def test_calculator_level_is_seeded_reproducible_and_has_a_prefix_property():
+    train = ArithmeticTasks("calculator", "train")
+    assert len(train) == 4000 and len(ArithmeticTasks("calculator", "validation")) == 256
+    again = ArithmeticTasks("calculator", "train", n=300)
+    assert [(t.main_query, t.metadata) for t in again] == [(t.main_query, t.metadata) for t in train[:300]]
+    assert [t.task_id for t in again[:2]] == ["arith-calculator-train-0", "arith-calculator-train-1"]
+    validation = ArithmeticTasks("calculator", "validation", n=300)
+    assert [t.main_query for t in validation] != [t.main_query for t in again]
+    # products and sums of 4-digit numbers practically never repeat: the held-out split is not the training one
+    big = {t.main_query for t in validation if "**" not in t.main_query}
+    assert len(big & {t.main_query for t in train}) <= 2
+    assert [t.main_query for t in ArithmeticTasks("calculator", "train", n=20, seed=5)] != [t.main_query for t in train[:20]]
+    assert all(t.env_type == "arithmetic" and t.init_messages == [{"role": "system", "content": SYS}, {"role": "user", "content": t.main_query}]
+               and t.metadata["level"] == "calculator" for t in validation)
+
+
+def test_first_calculator_problems_are_pinned():
+    """Pinned by hand so a change of the generator (or of the order of its draws) is noticed."""
+    assert [(t.main_query, t.metadata["answer"]) for t in ArithmeticTasks("calculator", "train", n=4)] == [
+        ("What is 2033 + 5179 + 2931 + 9117 + 8364?", "27624"),
+        ("What is 693244 % 55?", "24"),
+        ("What is 8993 + 1464 + 7386?", "17843"),
+        ("What is 646944 % 7?", "4"),
+    ]
+    assert [(t.main_query, t.metadata["answer"]) for t in ArithmeticTasks("calculator", "validation", n=3)] == [
+        ("What is 1600 * 1490?", "2384000"),
+        ("What is 32 ** 5?", "33554432"),
+        ("What is 88 ** 4?", "59969536"),
+    ]
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_calculator_answers_are_the_value_of_the_question(split):
+    for task in ArithmeticTasks("calculator", split):
+        expression = task.main_query.removeprefix("What is ").removesuffix("?")
+        assert set(expression) <= set("0123456789+*% "), task.main_query
+        answer = task.metadata["answer"]
+        assert answer == str(_integer_value(expression)), task.main_query
+        assert answer == str(eval(expression))  # noqa: S307 - checked above to be digits and + * ** % only
+        assert answer.isdigit()  # a plain non-negative integer string, as the judges compare it
+
+
+def test_calculator_forms_all_occur_with_their_documented_ranges():
+    seen: dict[str, list[list[int]]] = {form: [] for form in _CALCULATOR_FORMS}
+    tasks = ArithmeticTasks("calculator", "train")
+    for task in tasks:
+        form, operands = _calculator_form(task.main_query)
+        seen[form].append(operands)
+        if form == "product":
+            assert all(100 <= x <= 9999 for x in operands), task.main_query
+        elif form == "sum":
+            assert 3 <= len(operands) <= 5 and all(1000 <= x <= 9999 for x in operands), task.main_query
+        elif form == "power":
+            a, k = operands
+            assert 11 <= a <= 99 and 3 <= k <= 6, task.main_query
+        else:
+            a, m = operands
+            assert 10000 <= a <= 999999 and 7 <= m <= 97, task.main_query
+    # a quarter each in expectation: 1000 ± 5 standard deviations (27.4) of a binomial(4000, 1/4)
+    assert all(1000 - 137 <= len(found) <= 1000 + 137 for found in seen.values()), {f: len(v) for f, v in seen.items()}
+    # the ranges are used, not just respected: every exponent and every sum length, operands near both ends
+    assert {k for _, k in seen["power"]} == {3, 4, 5, 6}
+    assert {len(terms) for terms in seen["sum"]} == {3, 4, 5}
+    products = [x for pair in seen["product"] for x in pair]
+    assert min(products) < 200 and max(products) > 9900
+    powers = [a for a, _ in seen["power"]]
+    assert min(powers) == 11 and max(powers) == 99
+    moduli = [m for _, m in seen["remainder"]]
+    assert min(moduli) == 7 and max(moduli) == 97
+
+
+def test_the_tool_use_config_loads_the_calculator_level():
+    from agent_env.config import load_config
+    from agent_env.from_config import tasks_from_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "examples" / "tool_use" / "tool_use.yaml")
+    reader = config.ajet.task_reader
+    assert reader.type == "arithmetic" and reader.source.level == "calculator"
+    train, validation = tasks_from_config(config, "train"), tasks_from_config(config, "validation")
+    assert isinstance(train, ArithmeticTasks) and (train.level, train.split, len(train)) == ("calculator", "train", 4000)
+    assert (validation.level, validation.split, len(validation)) == ("calculator", "validation", reader.source.num_validation)
+    assert [t.main_query for t in validation] == [t.main_query for t in ArithmeticTasks("calculator", "validation", n=len(validation))]
+    assert make_task_source("arithmetic", level="calculator", split="val", n=3)[0].main_query == "What is 1600 * 1490?"

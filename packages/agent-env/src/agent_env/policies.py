@@ -21,7 +21,7 @@ PYTHON_TOOL = "execute_python_code"
 
 def python_tool_call(code: str) -> str:
     """A Hermes tool call of the python tool, written exactly as the built-in chat template renders one."""
-    return "<tool_call>\n" + json.dumps({"name": PYTHON_TOOL, "arguments": {"code": code}}) + "\n</tool_call>"
+    return "<tool_call>\n" + json.dumps({"name": PYTHON_TOOL, "arguments": {"code": code}}, ensure_ascii=False) + "\n</tool_call>"
 
 
 def scripted_math_policy(obs: dict[str, Any], wrong: bool = False) -> str:

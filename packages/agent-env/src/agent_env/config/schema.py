@@ -214,6 +214,11 @@ class ColdStartConfig(ConfigBlock):
     batch_size: int = Field(16, ge=1, description="Demonstrations per optimizer step.")
     lr: float | None = Field(None, gt=0, description="Learning rate of the cold start's steps; null: `ajet.learner.lr`.")
 
+    @field_validator("policy")
+    @classmethod
+    def _check_reference_syntax(cls, value: str | None) -> str | None:
+        return check_reference_syntax(value)
+
 
 class AjetConfig(ConfigBlock):
     """The `ajet:` tree."""

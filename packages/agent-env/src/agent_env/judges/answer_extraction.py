@@ -10,6 +10,10 @@ _NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(-?\d+)\s*\}$")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _NUMBER_THEN_WORDS = re.compile(r"^(-?\d[\d.,/]*)\s*((?:[A-Za-z]{2,}\.?\s*)+)$")
+_OPERATION = re.compile(
+    r"\d\s*\)?\s*(?:\*\*|[-−+*/^×÷·:%]|\\(?:times|cdot|div|bmod|mod|pmod)\b|\bmod\b)\s*[({]?\s*[-−]?\s*\d"
+)
+_ANY_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(-?\d+)\s*\}")
 _MATH_WORDS = {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "mod", "deg", "degrees"}
 
 
@@ -29,6 +33,17 @@ def last_boxed(text: str) -> str | None:
                 if depth == 0:
                     return text[start:i]
     return None
+
+
+def is_unevaluated_arithmetic(answer: str) -> bool:
+    """Whether `answer` leaves arithmetic on numbers undone: an operator between two numbers (`1600 * 1490`,
+    `32^5`, `679485 \\mod 57`, `1234 + 5678`) or a fraction whose value is a whole number (`\\frac{4768000}{2}`).
+    A number with a sign, thousands commas, decimals or units (`-1,234.5 apples`) and a proper fraction
+    (`\\frac{1}{2}`) are evaluated answers."""
+    text = answer.replace(",", "")
+    if _OPERATION.search(text):
+        return True
+    return any(int(d) != 0 and int(n) % int(d) == 0 for n, d in _ANY_FRAC.findall(text))
 
 
 def count_boxed(text: str) -> int:

@@ -6,7 +6,7 @@ import logging
 
 from agent_env.judge import BaseJudge, JudgeResult
 from agent_env.judges._fields import output_text, reference
-from agent_env.judges.answer_extraction import last_boxed, reference_answer
+from agent_env.judges.answer_extraction import is_unevaluated_arithmetic, last_boxed, last_number, reference_answer
 from agent_env.judges.math_verifier import MathVerifier, default_verifier
 from agent_env.types import WorkflowOutput, WorkflowTask
 
@@ -22,8 +22,14 @@ class MathAnswerAsJudge(BaseJudge):
     ``None`` final answer) scores 0. A comparison that exceeds `timeout_s` scores 0 with ``timeout`` = 1; one
     that math-verify cannot do (e.g. an unparsable reference) scores 0 and is logged as a warning.
 
+    When the reference is a number, an answer that leaves the arithmetic undone (``\\boxed{1600 \\times 1490}``,
+    ``\\boxed{32^5}``) scores 0, although math-verify would evaluate it to the reference: otherwise restating the
+    question is a right answer (a policy trained with GRPO on calculator problems found that in ~40 steps and
+    stopped using its tool). Set ``accept_unevaluated=True`` for tasks where an expression is a fair answer.
+
     Components (always all present): ``correct`` (1/0), ``boxed`` (a complete ``\\boxed{}`` was found),
-    ``timeout`` (the comparison timed out). ``is_success`` = ``correct``.
+    ``unevaluated`` (the answer was refused for undone arithmetic), ``timeout`` (the comparison timed out).
+    ``is_success`` = ``correct``.
 
     Args:
         config: the run's config, as the tutorial passes it (unused).
@@ -31,6 +37,7 @@ class MathAnswerAsJudge(BaseJudge):
         verifier: the `MathVerifier` to use; default the process-wide shared one.
         output_key: key of the answer text in ``workflow_output.metadata``.
         answer_key: key of the reference in ``task.metadata``.
+        accept_unevaluated: compare an answer with undone arithmetic too (see above).
     """
 
     def __init__(
@@ -41,12 +48,14 @@ class MathAnswerAsJudge(BaseJudge):
         verifier: MathVerifier | None = None,
         output_key: str = "final_answer",
         answer_key: str = "answer",
+        accept_unevaluated: bool = False,
     ) -> None:
         super().__init__(config)
         self.timeout_s = timeout_s
         self.verifier = verifier
         self.output_key = output_key
         self.answer_key = answer_key
+        self.accept_unevaluated = accept_unevaluated
 
     async def compute_reward(
         self, workflow_task: WorkflowTask, workflow_output: WorkflowOutput
@@ -55,7 +64,9 @@ class MathAnswerAsJudge(BaseJudge):
         gold = reference_answer(reference(self, workflow_task, self.answer_key))
         boxed = last_boxed(text) if text is not None else None
         if boxed is None:
-            return JudgeResult(0.0, False, {"correct": 0.0, "boxed": 0.0, "timeout": 0.0})
+            return JudgeResult(0.0, False, {"correct": 0.0, "boxed": 0.0, "unevaluated": 0.0, "timeout": 0.0})
+        if not self.accept_unevaluated and last_number(gold) == gold.strip() and is_unevaluated_arithmetic(boxed):
+            return JudgeResult(0.0, False, {"correct": 0.0, "boxed": 1.0, "unevaluated": 1.0, "timeout": 0.0})
         verifier = self.verifier or default_verifier()
         outcome = await verifier.averify(gold, boxed, self.timeout_s)
         if outcome.error is not None:
@@ -64,5 +75,5 @@ class MathAnswerAsJudge(BaseJudge):
             )
         correct = 1.0 if outcome.equal else 0.0
         return JudgeResult(
-            correct, outcome.equal, {"correct": correct, "boxed": 1.0, "timeout": float(outcome.timed_out)}
+            correct, outcome.equal, {"correct": correct, "boxed": 1.0, "unevaluated": 0.0, "timeout": float(outcome.timed_out)}
         )
