@@ -39,3 +39,13 @@ def write_section(name: str, body: str, machine: str | None = None) -> None:
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)
+
+
+def by_tenth(values: list[float]) -> list[float]:
+    """Means of `values` over ten consecutive, near-equal slices (fewer when there are fewer than ten values)."""
+    import itertools
+    import statistics
+
+    slices = min(10, len(values))
+    bounds = [round(i * len(values) / slices) for i in range(slices + 1)]
+    return [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(bounds)]

@@ -27,7 +27,6 @@ tokens, with `transformers` `generate` on the trained weights. `lenient` = the l
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import by_tenth  # noqa: E402
 
 MODEL = "embedded:SmolLM2-135M-Instruct"
 GROUP_SIZE = 8
@@ -161,7 +162,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         trainer.close()
     result.update(_summary(step_times, rewards))
-    result["curves_by_tenth"] = {key: _by_tenth(values) for key, values in curves.items() if values}
+    result["curves_by_tenth"] = {key: by_tenth(values) for key, values in curves.items() if values}
     result["first_update_ratio"] = first_ratio
     return result
 
@@ -251,13 +252,6 @@ def _has_vllm() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _by_tenth(values: list[float]) -> list[float]:
-    """Means of `values` over ten consecutive, near-equal slices (fewer when there are fewer than ten values)."""
-    slices = min(10, len(values))
-    bounds = [round(i * len(values) / slices) for i in range(slices + 1)]
-    return [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def _summary(step_times: list[float], rewards: list[float]) -> dict[str, Any]:

@@ -44,6 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _results import by_tenth  # noqa: E402
+
 MODEL = "embedded:SmolLM2-135M-Instruct"
 WORKFLOW = str(Path(__file__).resolve().parents[1] / "examples/math_agent/workflow.py") + "->MathAgentWorkflow"
 GROUP_SIZE = 8
@@ -211,7 +213,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     result["after"] = evaluate_model(args, final)
     result["steps"] = len(step_times)
     result["step_s_median"] = statistics.median(step_times) if step_times else None
-    result["curves_by_tenth"] = {key: _by_tenth(values) for key, values in curves.items() if values}
+    result["curves_by_tenth"] = {key: by_tenth(values) for key, values in curves.items() if values}
     result["first_update_ratio"] = first
     result["exactness"] = exactness | trajectory_exactness(run_dir / "trajectories", tokenizer)
     return result
@@ -281,13 +283,6 @@ def _run(coroutine: Any) -> Any:
         return loop.run_until_complete(coroutine)
     finally:
         loop.close()
-
-
-def _by_tenth(values: list[float]) -> list[float]:
-    """Means of `values` over ten consecutive, near-equal slices (fewer when there are fewer than ten values)."""
-    slices = min(10, len(values))
-    bounds = [round(i * len(values) / slices) for i in range(slices + 1)]
-    return [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 # ---------------------------------------------------------------------------------------------------- report

@@ -6,7 +6,12 @@ import logging
 
 from agent_env.judge import BaseJudge, JudgeResult
 from agent_env.judges._fields import output_text, reference
-from agent_env.judges.answer_extraction import is_unevaluated_arithmetic, last_boxed, last_number, reference_answer
+from agent_env.judges.answer_extraction import (
+    is_unevaluated_arithmetic,
+    last_boxed,
+    last_number,
+    reference_answer,
+)
 from agent_env.judges.math_verifier import MathVerifier, default_verifier
 from agent_env.types import WorkflowOutput, WorkflowTask
 
