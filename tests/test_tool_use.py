@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -453,13 +454,23 @@ def test_supervised_step_in_float32_matches_the_transformers_nll_closely(demonst
     model_dir = embedded_model_dir()
     samples = demonstrations[:1]
     expected = _independent_nll(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), samples, "trained")
-    learner = Learner(model_dir, LearnerConfig(bf16=False, lr=1e-4))
+    learner = Learner(model_dir, LearnerConfig(bf16=False, lr=1e-4, weight_decay=0.0))
     assert next(learner.module.parameters()).dtype == torch.float32
     first = learner.supervised_step(samples, lr=0.0)
     assert first["sft/loss"] == pytest.approx(expected, rel=1e-5)
     noisy = learner.supervised_step(_with_trailing_noise(samples, length=40, seed=1), lr=0.0)
     assert noisy["sft/loss"] == pytest.approx(first["sft/loss"], rel=1e-6)
     assert noisy["sft/grad_norm"] == pytest.approx(first["sft/grad_norm"], rel=1e-5)
+
+    # after a real supervised step AdamW holds momentum; once reset, a GRPO step whose every advantage is 0 (one
+    # group, equal rewards) leaves every weight exactly as it was (no weight decay here): the cold start's momentum
+    # does not leak into GRPO
+    learner.supervised_step(samples)
+    learner.reset_optimizer_state()
+    before = [p.detach().clone() for p in learner.module.parameters()]
+    group = [replace(samples[0], episode_id=f"e{i}", reward=1.0) for i in range(2)]
+    learner.train_step(group)
+    assert all(torch.equal(b, p) for b, p in zip(before, learner.module.parameters(), strict=True))
 
 
 # ---------------------------------------------------------------- the trainer's cold start

@@ -65,7 +65,8 @@ def fine_tune(learner: Any, demonstrations: Sequence[TrainingSample], *, epochs:
 
 def run_cold_start(trainer: Any) -> dict[str, float]:
     """The trainer's cold start: rank 0 collects the demonstrations (successful episodes only; all episodes go
-    to `trajectories/cold_start.jsonl`), every rank fine-tunes on them, and the engine gets the new weights.
+    to `trajectories/cold_start.jsonl`), every rank fine-tunes on them and forgets the optimizer's moments, and
+    the engine gets the new weights.
     Returns `cold_start/episodes`, `cold_start/policy_success_rate`, `cold_start/demonstrations`,
     `timing/cold_start_s` and `fine_tune`'s `sft/*` metrics."""
     from agent_rl.rollout.trajectories import write_trajectories
@@ -93,6 +94,7 @@ def run_cold_start(trainer: Any) -> dict[str, float]:
         )
     metrics |= fine_tune(trainer.learner, demonstrations, epochs=settings.epochs, batch_size=settings.batch_size,
                          lr=settings.lr, seed=trainer.seed)
+    trainer.learner.reset_optimizer_state()  # GRPO starts from the tuned weights with fresh moments
     trainer._sync_weights()
     metrics["timing/cold_start_s"] = time.perf_counter() - started
     return metrics

@@ -219,6 +219,14 @@ class Learner:
             "timing/sft/step_s": time.perf_counter() - start,
         }
 
+    def reset_optimizer_state(self) -> None:
+        """Forget AdamW's moments (and step counts), e.g. after a cold start: otherwise the supervised steps'
+        momentum keeps moving the weights through the first GRPO steps, even where every advantage is 0."""
+        optimizer = self.optimizer
+        while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer"):
+            optimizer = optimizer.optimizer  # DeepSpeed's wrappers hold the client AdamW
+        optimizer.state.clear()
+
     def _update(self, micro_batches: list[MicroBatch], sums: torch.Tensor, extremes: torch.Tensor) -> float:
         """One optimizer step on one mini-batch (this rank's micro-batches); returns the gradient norm."""
         cfg = self.config
