@@ -313,7 +313,8 @@ def report(paths: list[str], write: bool) -> str:
                              f"({r['cold_start_s']:.1f} s) | – | – | – | – | – | base model | {cell(r['after'])} |")
                 continue
             step = f"{r['step_s_median']:.2f}" if r.get("step_s_median") else "–"
-            lines.append(f"| {r['runner']} | {r.get('engine', '–')} | {r['groups']}×{GROUP_SIZE}, ≤{r['max_tokens']} tok/turn | "
+            runner = r["runner"] + (f" ({r['judge']})" if r.get("judge") else "")
+            lines.append(f"| {runner} | {r.get('engine', '–')} | {r['groups']}×{GROUP_SIZE}, ≤{r['max_tokens']} tok/turn | "
                          f"{r['budget_s']:.0f} | {r.get('steps', '–')} | {step} | {cell(r.get('before'))} | {cell(r.get('after'))} |")
         tables.append("\n".join(lines))
     body = "\n\n".join(tables)
