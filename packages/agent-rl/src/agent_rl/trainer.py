@@ -126,20 +126,28 @@ class Trainer:
         return last
 
     def _before_first_step(self) -> None:
-        """The cold start (`ajet.cold_start`), then the validation before training (`val_before_train`), logged
-        together as step 0."""
+        """The cold start (`ajet.cold_start`, with a validation before it) and the validation before training
+        (`val_before_train`), logged together as step 0."""
         common = self.config.ajet.trainer_common
+        validate = common.val_before_train and self.val_tasks and self.ranks.is_main
         metrics: dict[str, float] = {}
         if self.config.ajet.cold_start.policy is not None:
             from agent_rl.cold_start import run_cold_start
 
-            metrics = run_cold_start(self)
+            if validate:  # what the cold start changed: the same validation before it, as `before_cold_start/val/*`
+                print(f"validating on {len(self.val_tasks)} tasks before the cold start", flush=True)
+                before = self._validate()
+                print(f"before the cold start | val acc {before['val/accuracy']:.3f} | "
+                      f"val tool calls {before['val/tool_call_rate']:.2f}", flush=True)
+                metrics = {f"before_cold_start/{key}": value for key, value in before.items()}
+            metrics |= run_cold_start(self)
             if self.ranks.is_main:
                 print(cold_start_line(metrics), flush=True)
-        if common.val_before_train and self.val_tasks and self.ranks.is_main:
+        if validate:
             print(f"validating on {len(self.val_tasks)} tasks before training", flush=True)
             metrics |= self._validate()
-            print(f"step 0/{self.total_steps} | val acc {metrics['val/accuracy']:.3f}", flush=True)
+            print(f"step 0/{self.total_steps} | val acc {metrics['val/accuracy']:.3f} | "
+                  f"val tool calls {metrics['val/tool_call_rate']:.2f}", flush=True)
         if metrics:
             self._log(metrics, step=0)
 
