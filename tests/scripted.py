@@ -43,3 +43,15 @@ class Raises(Workflow):
     async def execute(self, workflow_task, model_tuner):
         await model_tuner([{"role": "user", "content": "hi"}])
         raise ValueError("boom in the workflow")
+
+
+class NanOnEvenTasks:
+    """A broken judge: reward NaN for tasks with an even index (`arith-...-N`), else 1 for even repeats, 0 for odd."""
+
+    def __init__(self, config=None, **kwargs):
+        pass
+
+    def compute_reward(self, workflow_task, workflow_output):
+        index = int(workflow_task.task.task_id.rsplit("-", 1)[1])
+        reward = float("nan") if index % 2 == 0 else float(workflow_task.repeat_index % 2 == 0)
+        return JudgeResult(reward, reward == 1.0, {})

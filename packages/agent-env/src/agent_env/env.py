@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -69,7 +70,8 @@ class AgentEnv(gym.Env[Observation, Action]):
 
     Reward: per-step rewards the workflow gives with `model_tuner.add_reward(x)`, plus, on the last step, the
     episode's final reward: `WorkflowOutput.reward` if the workflow set it, else the judge's; for truncated
-    episodes `truncation_reward` (they are not judged); for errors the matching `*_error_reward`.
+    episodes `truncation_reward` (they are not judged); for errors the matching `*_error_reward`. A non-finite
+    reward (NaN, inf) from the workflow or the judge is such an error (`workflow_error` / `judge_error`).
 
     `terminated` is True when the workflow returned or raised, or the judge failed (the task ended); `truncated`
     is True when a limit outside the task cut it off (`max_turns`, `timeout`, `context_overflow`,
@@ -359,9 +361,15 @@ class _Episode:
             info["log_metrics"] = dict(output.log_metrics)
             if output.reward is not None:
                 reward, success = float(output.reward), bool(output.is_success if output.is_success is not None else output.reward > 0)
+                if not math.isfinite(reward):  # one NaN reward would make every weight NaN in training
+                    end = _End(TerminationReason.WORKFLOW_ERROR, f"The workflow returned a non-finite reward ({reward}).")
+                    info["termination_reason"] = end.reason.value
+                    reward, success = env.workflow_error_reward, False
             else:
                 try:
                     verdict = await self._judge(output)
+                    if not math.isfinite(verdict.reward):
+                        raise ValueError(f"The judge {type(env.judge).__name__} returned a non-finite reward ({verdict.reward}).")
                 except Exception as error:  # noqa: BLE001 - a failing judge ends this episode only
                     end = _End(TerminationReason.JUDGE_ERROR, "".join(traceback.format_exception(error)))
                     info["termination_reason"] = end.reason.value

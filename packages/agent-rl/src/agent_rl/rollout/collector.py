@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import traceback
 from collections import Counter
@@ -291,6 +292,8 @@ class RolloutCollector:
         obs, reward, terminated, truncated, info = result
         if not stepped:  # ended by atruncate() or by a workflow that stopped calling the model
             total_reward += float(reward)
+        if not math.isfinite(total_reward):  # e.g. a NaN step reward: it would make every weight NaN
+            raise ValueError(f"episode {record.episode_id} earned a non-finite reward ({total_reward}); it gives no samples")
         self._finish(record, kept, info, total_reward, obs)
 
     def _finish(self, record: EpisodeRecord, samples: list[TrainingSample], info: dict[str, Any], reward: float, obs: dict[str, Any]) -> None:
