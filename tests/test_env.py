@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import time
 
 import agent_env
 import gymnasium
@@ -236,9 +238,42 @@ async def test_200_concurrent_episodes_on_one_event_loop():
 
     threads_before = threading.active_count()
     totals = await asyncio.gather(*(play(i) for i in range(200)))
-    assert threading.active_count() <= threads_before + 2
+    # no thread per episode: only the loop's default executor, bounded, where the sync judge runs
+    assert threading.active_count() <= threads_before + 2 + min(32, (os.cpu_count() or 1) + 4)
     assert sorted(set(round(t, 6) for t in totals)) == [0.3, 1.3]
     assert sum(1 for t in totals if t > 1) == 100
+
+
+class BlockingJudge:
+    """A sync judge that blocks (as a slow library call would) for `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def compute_reward(self, workflow_task, workflow_output):
+        time.sleep(self.seconds)
+        return 1.0, True
+
+
+async def test_a_blocking_sync_judge_times_out_without_holding_the_loop():
+    """`time.sleep` in a sync judge: its episode ends with `judge_error` after `judge_timeout_s`, while an episode
+    beside it on the same loop finishes (the judge runs in a worker thread, not on the loop)."""
+    blocked = AgentEnv(ChatLoop, BlockingJudge(3.0), [TASK], judge_timeout_s=0.5, judge_error_reward=-1.0)
+    quick = AgentEnv(ChatLoop, EchoJudge(), [TASK])
+
+    async def play(env):
+        await env.areset(seed=0)
+        for action in ("x", "y", "12"):
+            _, reward, terminated, _, info = await env.astep(action)
+        assert terminated
+        return reward, info, time.monotonic()
+
+    started = time.monotonic()
+    (blocked_reward, blocked_info, blocked_end), (quick_reward, quick_info, quick_end) = await asyncio.gather(play(blocked), play(quick))
+    assert blocked_info["termination_reason"] == "judge_error" and blocked_reward == pytest.approx(-1.0 + 0.1)  # + the step's reward
+    assert "TimeoutError" in blocked_info["error"]
+    assert quick_info["termination_reason"] == "finished" and quick_info["is_success"]
+    assert quick_end - started < 0.5 <= blocked_end - started < 2.5  # bounded by the timeout, not the 3 s sleep
 
 
 async def test_sync_api_works_inside_a_running_event_loop():

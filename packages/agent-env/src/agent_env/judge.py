@@ -6,6 +6,7 @@ A judge is any object with `compute_reward(workflow_task, workflow_output)` (syn
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,15 @@ class BaseJudge:
 
 
 async def run_judge(judge: Any, workflow_task: WorkflowTask, workflow_output: WorkflowOutput) -> JudgeResult:
-    """Call a judge (sync or async) and normalise what it returns into a `JudgeResult`."""
-    result = judge.compute_reward(workflow_task, workflow_output)
+    """Call a judge (sync or async) and normalise what it returns into a `JudgeResult`.
+
+    A sync `compute_reward` runs in a worker thread, so one that blocks (a `time.sleep`, a slow library call)
+    holds neither the event loop nor the other episodes on it, and a timeout around this call fires.
+    """
+    if inspect.iscoroutinefunction(judge.compute_reward):
+        result = judge.compute_reward(workflow_task, workflow_output)
+    else:
+        result = await asyncio.to_thread(judge.compute_reward, workflow_task, workflow_output)
     if inspect.isawaitable(result):
         result = await result
     return as_judge_result(result, judge)
