@@ -4,7 +4,7 @@
     python benchmarks/learn_arithmetic.py --runner trl  --level easy --budget-s 240 --json out/trl_easy.json
     python benchmarks/learn_arithmetic.py --report out/*.json          # rewrites the section of RESULTS.md
 
-The work is the issue's anchor (shared/anchors/trl_grpo_arithmetic.py, DESIGN §8): SmolLM2-135M-Instruct (the
+The work is the issue's anchor (TRL's reference run, docs/design.md): SmolLM2-135M-Instruct (the
 embedded model), the built-in arithmetic tasks (`easy`: a ± b with a, b ≤ 20; `mix`: two-digit ± and one-digit ×
 two-digit), 8 prompts × 8 completions of at most 128 tokens per step (`--groups`, `--max-tokens`), temperature 1, lr 2e-5, β = 0, reward 1 for
 the right last number (`LastNumberJudge(format_weight=0)`; `--format-weight 0.1` adds the \\boxed{} shaping).

@@ -1,4 +1,4 @@
-"""The rollout collector keeps exactly the sampled tokens (DESIGN §4), on the real SmolLM2 tokenizer."""
+"""The rollout collector keeps exactly the sampled tokens (docs/design.md), on the real SmolLM2 tokenizer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GRPO's pure functions: DESIGN §5's invariants, and equality with TRL 1.16's formulas on identical tensors.
+"""GRPO's pure functions: the invariants of docs/design.md, and equality with TRL 1.16's formulas on identical tensors.
 
 TRL is the oracle: where it has a callable helper (`trl.trainer.utils.selective_log_softmax`, `entropy_from_logits`,
 `nanstd`) we call it; where the formula lives inside `GRPOTrainer` methods we reproduce its expression verbatim,

@@ -1,4 +1,4 @@
-"""Where a run's results go: `launcher_record/{run name}/` (DESIGN §9), one rule for every command."""
+"""Where a run's results go: `launcher_record/{run name}/` (docs/design.md, "Results on disk"), one rule for every command."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ DEFAULT_FORMAT_WEIGHT = 0.1
 
 
 class LastNumberJudge(BaseJudge):
-    """Reward = ``correct + format_weight * format``; the embedded model's default judge (DESIGN §8).
+    """Reward = ``correct + format_weight * format``; the embedded model's default judge (its format shaping is what the arithmetic default trains with).
 
     The answer is the content of the last complete ``\\boxed{...}`` if there is one, else the last number
     written anywhere in the final answer. ``correct`` (1/0) compares it with ``task.metadata["answer"]``

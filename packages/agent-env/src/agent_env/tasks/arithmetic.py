@@ -14,10 +14,10 @@ Levels (every operand drawn uniformly from the closed range shown, with one `ran
   ``k ∈ [3, 6]``; ``a % m`` with ``a ∈ [10000, 999999]``, ``m ∈ [7, 97]``. Used to teach an agent its python
   tool (``examples/tool_use/``).
 
-``easy`` and ``mix`` reproduce ``make(n, seed)`` of ``shared/anchors/trl_grpo_arithmetic.py`` exactly
-(same draws in the same order, same phrasing ``"What is {a} {op} {b}?"``, same system prompt `SYS`, answers as
-strings): ``train`` = ``make(4000, 1)`` and ``validation`` = ``make(256, 2)``, with ``DIFF=easy`` for
-``easy`` and ``DIFF`` unset for ``mix``. So runs on these tasks compare with the anchor's numbers (DESIGN §8).
+``easy`` and ``mix`` reproduce ``make(n, seed)`` of the TRL reference run (docs/design.md, "The TRL reference
+run") exactly: same draws in the same order, same phrasing ``"What is {a} {op} {b}?"``, same system prompt `SYS`,
+answers as strings; ``train`` = ``make(4000, 1)`` and ``validation`` = ``make(256, 2)``. So runs on these tasks
+compare with that run's numbers.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class RolloutBatch:
 
 class RolloutCollector:
     """Runs `len(tasks) * num_repeat` episodes concurrently (at most `max_concurrency` at once) and turns each
-    into training samples as DESIGN §4 says: the first prompt is rendered with the chat template; each later
+    into training samples as docs/design.md ("Tokens across turns") says: the first prompt is rendered with the chat template; each later
     prompt is the previous sequence plus the sampled ids plus the template's rendering of the new messages.
 
     `env_factory()` returns a fresh `AgentEnv` (one per episode). A failing episode (engine, env or template

@@ -1,4 +1,4 @@
-"""Token bookkeeping between turns (DESIGN §4): the next prompt is the previous one plus the sampled ids plus
+"""Token bookkeeping between turns (docs/design.md, "Tokens across turns"): the next prompt is the previous one plus the sampled ids plus
 the template's rendering of what came after — never a re-tokenization of what the model wrote."""
 
 from __future__ import annotations
