@@ -100,21 +100,17 @@ def evaluate(config: Any, engine: Any, tokenizer: Any, max_tokens: int) -> dict[
         batch = _run(collector.collect(tasks, 1, seed=0, sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens)))
     finally:
         collector.close()
-    return episode_summary(batch.episodes) | {"eval_s": time.perf_counter() - started}
+    return episode_summary(batch) | {"eval_s": time.perf_counter() - started}
 
 
-def episode_summary(episodes: list[Any]) -> dict[str, float]:
-    n = max(1, len(episodes))
-    return {
-        "accuracy": sum(e.is_success for e in episodes) / n,
-        "tool_call_rate": sum(e.tools.calls > 0 for e in episodes) / n,
-        "tool_ran_rate": sum(e.tools.ran > 0 for e in episodes) / n,
-        "turns_mean": sum(e.num_turns for e in episodes) / n,
-        "parse_errors_per_episode": sum(e.tool_call_errors for e in episodes) / n,
-        "failed_runs_per_episode": sum(e.tools.failed for e in episodes) / n,
-        "failed_episodes": float(sum(e.error is not None for e in episodes)),
-        "episodes": float(len(episodes)),
-    }
+def episode_summary(batch: Any) -> dict[str, float]:
+    """The held-out numbers of a collected batch, from its rollout metrics."""
+    metrics = batch.metrics()
+    keys = {"accuracy": "reward/success_rate", "tool_call_rate": "rollout/tool_call_rate", "tool_ran_rate": "rollout/tool_ran_rate",
+            "turns_mean": "rollout/turns_mean", "parse_errors_per_episode": "rollout/tool_call_errors_per_episode",
+            "failed_runs_per_episode": "rollout/tool_failures_per_episode", "failed_episodes": "rollout/failed_episodes",
+            "episodes": "rollout/episodes"}
+    return {name: metrics[key] for name, key in keys.items()}
 
 
 def evaluate_model(args: argparse.Namespace, model: str) -> dict[str, float]:

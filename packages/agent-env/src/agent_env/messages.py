@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent_env.tool_call_format import PARSE_ERROR_PREFIX
+
 _KEEP_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 
 
@@ -76,8 +78,33 @@ def render_conversation(messages: list[dict[str, Any]], width: int = 100) -> str
     return "\n".join(lines) + "\n"
 
 
-_RETURNCODE = re.compile(r"<returncode>(-?\d+)</returncode>")
-_STDOUT = re.compile(r"<stdout>(.*?)</stdout>", re.DOTALL)
+_PYTHON_RESULT = re.compile(r"<returncode>(-?\d+)</returncode><stdout>(.*)</stdout><stderr>(.*)</stderr>", re.DOTALL)
+_ERROR_NAME = re.compile(r"\w*(Error|Exception)\b")
+
+
+@dataclass(frozen=True)
+class PythonRun:
+    """A python tool's result (`<returncode>..</returncode><stdout>..</stdout><stderr>..</stderr>`), split."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def python_run(text: str) -> PythonRun | None:
+    """`text` as the python tool's result, or None when it is not one."""
+    found = _PYTHON_RESULT.fullmatch(text.strip())
+    return None if found is None else PythonRun(int(found.group(1)), found.group(2), found.group(3))
+
+
+def is_parse_error(text: str) -> bool:
+    """Whether a tool result says the call did not parse (the env's `ToolCallParseError` result)."""
+    return text.lstrip().startswith(PARSE_ERROR_PREFIX)
+
+
+def names_an_error(text: str) -> bool:
+    """Whether a tool result starts with an error's name (`FunctionNotFoundError: ...`, `ValueError ...`)."""
+    return _ERROR_NAME.match(text.lstrip()) is not None
 
 
 @dataclass(frozen=True)
@@ -85,11 +112,11 @@ class ToolUse:
     """What the tools did in one conversation, counted from its messages.
 
     calls: tool calls the assistant wrote (parsed or not).
-    ran: tool results that show the tool ran and gave something back: for the python tool (a result with a
-        `<returncode>`), return code 0 and non-empty stdout; for other tools, any result that is not an error.
-    parse_errors: results saying the call did not parse (`ToolCallParseError`).
+    ran: tool results that show the tool ran and gave something back: for the python tool (`python_run`), return
+        code 0 and non-empty stdout; for other tools, any result that is not an error.
+    parse_errors: results saying the call did not parse (`is_parse_error`).
     failed: results of calls that parsed but failed: a python run with a non-zero return code (an exception, a
-        timeout, a sandbox limit), or another tool's error (e.g. `FunctionNotFoundError` for an unknown tool).
+        timeout, a sandbox limit), or another tool's error (`names_an_error`, e.g. `FunctionNotFoundError`).
     """
 
     calls: int = 0
@@ -105,17 +132,14 @@ def tool_use(messages: list[dict[str, Any]]) -> ToolUse:
     for message in messages:
         if message.get("role") != "tool":
             continue
-        text = content_text(message.get("content")).strip()
-        code = _RETURNCODE.search(text)
-        if text.startswith("ToolCallParseError"):
+        text = content_text(message.get("content"))
+        run = python_run(text)
+        if is_parse_error(text):
             parse_errors += 1
-        elif code is not None:
-            stdout = _STDOUT.search(text)
-            if int(code.group(1)) != 0:
-                failed += 1
-            elif stdout is not None and stdout.group(1).strip():
-                ran += 1
-        elif re.match(r"\w*Error\b", text):
+        elif run is not None:
+            failed += run.returncode != 0
+            ran += run.returncode == 0 and bool(run.stdout.strip())
+        elif names_an_error(text):
             failed += 1
         else:
             ran += 1

@@ -11,9 +11,10 @@ import json
 import re
 from typing import Any
 
+from agent_env.messages import content_text, python_run
+
 _QUESTION = re.compile(r"What is ([-+*/%() \d]+)\?")
 _BINARY = re.compile(r"(-?\d+)\s*([-+*/%]|\*\*)\s*(-?\d+)")
-_STDOUT = re.compile(r"<stdout>(.*?)</stdout>", re.DOTALL)
 
 PYTHON_TOOL = "execute_python_code"
 """The name of the python tool (agentscope's, and `agent_env.tools`' sandboxed one)."""
@@ -33,8 +34,8 @@ def scripted_math_policy(obs: dict[str, Any], wrong: bool = False) -> str:
     """
     last = obs["messages"][-1]
     if last["role"] == "tool":
-        found = _STDOUT.search(str(last["content"]))
-        value = found.group(1).strip() if found else "0"
+        run = python_run(content_text(last["content"]))
+        value = run.stdout.strip() if run else "0"
         if wrong:
             value = str(int(value) + 1) if value.lstrip("-").isdigit() else value + "1"
         return f"The answer is \\boxed{{{value}}}."

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+PARSE_ERROR_PREFIX = "ToolCallParseError"
+"""How the tool result of a call that did not parse starts (`tool_call_error_message`)."""
+
 INVALID_TOOL_NAME = "invalid_tool_call"
 """Name given to a tool call whose name could not be read; the agent gets a parse error back for it."""
 
@@ -124,6 +127,6 @@ def get_tool_call_format(spec: str | ToolCallFormat) -> ToolCallFormat:
 def tool_call_error_message(call: ToolCall) -> str:
     """What the agent reads back for a tool call that did not parse."""
     return (
-        f"ToolCallParseError: {call.error}. Write each tool call as "
+        f"{PARSE_ERROR_PREFIX}: {call.error}. Write each tool call as "
         '<tool_call>{"name": "<tool name>", "arguments": {<JSON object>}}</tool_call>.'
     )

@@ -251,12 +251,13 @@ class Trainer:
         by_task: dict[str, list[bool]] = {}
         for episode in batch.episodes:
             by_task.setdefault(episode.group_id, []).append(episode.is_success)
+        rollout = batch.metrics()
         metrics = {
-            "val/accuracy": sum(e.is_success for e in batch.episodes) / max(1, len(batch.episodes)),
-            "val/reward_mean": sum(e.reward for e in batch.episodes) / max(1, len(batch.episodes)),
-            "val/turns_mean": sum(e.num_turns for e in batch.episodes) / max(1, len(batch.episodes)),
-            "val/tool_call_rate": sum(e.tools.calls > 0 for e in batch.episodes) / max(1, len(batch.episodes)),
-            "val/tool_ran_rate": sum(e.tools.ran > 0 for e in batch.episodes) / max(1, len(batch.episodes)),
+            "val/accuracy": rollout["reward/success_rate"],
+            "val/reward_mean": rollout["reward/mean"],
+            "val/turns_mean": rollout["rollout/turns_mean"],
+            "val/tool_call_rate": rollout["rollout/tool_call_rate"],
+            "val/tool_ran_rate": rollout["rollout/tool_ran_rate"],
             "timing/validation_s": time.perf_counter() - started,
         }
         if val.num_repeat > 1:

@@ -9,21 +9,13 @@ template's closing and opening tokens and the tool output), until the next run. 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from agent_env.messages import content_text
+from agent_env.messages import content_text, is_parse_error, names_an_error, python_run
+from agent_env.policies import PYTHON_TOOL
 
 __all__ = ["PYTHON_TOOL", "conversation_turns", "episode_turns", "number_turns", "tool_counts"]
 
-PYTHON_TOOL = "execute_python_code"
-"""The python tool: its `code` argument is shown as code, its result split into return code, stdout and stderr."""
-
-PARSE_ERROR = "ToolCallParseError"
-"""How the env's result of a tool call that did not parse starts."""
-
-_PYTHON_RESULT = re.compile(r"<returncode>(-?\d+)</returncode><stdout>(.*)</stdout><stderr>(.*)</stderr>", re.DOTALL)
-_ERROR_NAME = re.compile(r"\w*(Error|Exception)\b")
 
 
 # ------------------------------------------------------------------ tokens
@@ -119,14 +111,13 @@ def _call_answered_by(calls: list[dict[str, Any]], message: dict[str, Any]) -> d
 def _tool_result(text: str) -> dict[str, Any]:
     """A tool's result text, classified: `status` is `ok`, `error` (a python run with a non-zero return code, or a
     result naming an error) or `parse_error`; a python result also has `returncode`, `stdout` and `stderr`."""
-    python = _PYTHON_RESULT.fullmatch(text.strip())
-    if python is not None:
-        returncode = int(python.group(1))
-        return {"status": "ok" if returncode == 0 else "error", "text": text,
-                "returncode": returncode, "stdout": python.group(2), "stderr": python.group(3)}
-    if text.lstrip().startswith(PARSE_ERROR):
+    run = python_run(text)
+    if run is not None:
+        return {"status": "ok" if run.returncode == 0 else "error", "text": text,
+                "returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
+    if is_parse_error(text):
         return {"status": "parse_error", "text": text}
-    return {"status": "error" if _ERROR_NAME.match(text.lstrip()) else "ok", "text": text}
+    return {"status": "error" if names_an_error(text) else "ok", "text": text}
 
 
 def tool_counts(turns: list[dict[str, Any]]) -> dict[str, int]:

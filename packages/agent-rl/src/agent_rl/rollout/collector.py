@@ -132,8 +132,9 @@ class RolloutBatch:
 
 class RolloutCollector:
     """Runs `len(tasks) * num_repeat` episodes concurrently (at most `max_concurrency` at once) and turns each
-    into training samples as docs/design.md ("Tokens across turns") says: the first prompt is rendered with the chat template; each later
-    prompt is the previous sequence plus the sampled ids plus the template's rendering of the new messages.
+    into training samples as docs/design.md ("Tokens across turns") says: the first prompt is rendered with the
+    chat template; each later prompt is the previous sequence plus the sampled ids plus the template's rendering
+    of the new messages. A `ScriptedEngine` answers each turn's observation itself (`respond(obs, max_tokens)`).
 
     `env_factory()` returns a fresh `AgentEnv` (one per episode). A failing episode (engine, env or template
     error) is recorded with its traceback and gives no samples; the batch goes on. An env that raises `EnvLost`
